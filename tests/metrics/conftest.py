@@ -1,0 +1,73 @@
+"""Fixtures for metric tests: seeded generators, temp weight files, a 2-process gloo runner."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to download weights fails loudly."""
+
+    def _refuse(*a: object, **k: object) -> None:
+        raise RuntimeError("network access attempted in a metrics test")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _refuse)
+
+
+@pytest.fixture
+def save_sd(tmp_path: Path) -> Callable[..., Path]:
+    """Save a module's state dict (optionally edited) to a temp file and return its path."""
+
+    def _save(net: torch.nn.Module, name: str = "w.pt", drop_nbt: bool = True, edit: Callable | None = None) -> Path:
+        sd = {k: v for k, v in net.state_dict().items() if not (drop_nbt and k.endswith("num_batches_tracked"))}
+        if edit is not None:
+            sd = edit(sd)
+        p = tmp_path / name
+        torch.save(sd, p)
+        return p
+
+    return _save
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        res = fn(rank, world, *args)
+        torch.save(res, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def run_gloo(tmp_path: Path) -> Callable[..., list]:
+    """Run fn(rank, world, *args) on 2 gloo CPU processes; return the per-rank results."""
+
+    def _run(fn: Callable, *args: object, world: int = 2) -> list:
+        out = str(tmp_path / "res")
+        mp.spawn(_worker, args=(world, _free_port(), fn, args, out), nprocs=world, join=True)
+        return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
+
+    return _run
