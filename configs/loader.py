@@ -1,0 +1,165 @@
+"""One function loads every config: schema ← group files ← YAML ← command-line ``key=value``.
+
+    cfg = load_config(ExperimentConfig, "configs/stage1.yaml", ["model=tiny", "optim.lr=3e-4"])
+
+- A YAML may start with a ``defaults:`` mapping selecting one file per group directory next to it,
+  e.g. ``defaults: {model: B, data: synthetic, trainer: gpu, logger: wandb}`` loads
+  ``configs/model/B.yaml`` into the ``model`` section, etc. An override without a dot whose key is a
+  group (``model=tiny``) selects another file of that group.
+- Unknown keys, wrong types, missing mandatory values, out-of-range values (field metadata
+  ``range``/``choices``) and cross-field inconsistencies (a ``check()`` method on the schema returning
+  ``(key, message)`` pairs) raise `ConfigError` with one line naming the key and the fix, before
+  anything heavy starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported as one line naming the key and the fix."""
+
+
+def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Build a validated `schema` instance from an optional YAML file and ``key=value`` overrides."""
+    overrides = list(overrides or [])
+    base = OmegaConf.structured(schema)
+    layers: list[DictConfig] = []
+    if yaml_path is not None:
+        layers = _yaml_layers(Path(yaml_path), overrides)
+    dotlist = [o for o in overrides if not _is_group_override(o, _group_dirs(yaml_path))]
+    for o in dotlist:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+    try:
+        merged = base
+        for layer in [*layers, OmegaConf.from_dotlist(dotlist)]:
+            merged = OmegaConf.merge(merged, layer)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(
+                f"{missing[0]}: missing mandatory value; set it in the YAML or add {missing[0]}=... on the command line"
+                + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else "")
+            )
+        obj = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e, base)) from None
+    _check_fields(obj, "")
+    check = getattr(obj, "check", None)
+    if callable(check):
+        for key, message in check():
+            raise ConfigError(f"{key}: {message}")
+    return obj  # type: ignore[return-value]
+
+
+def to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML (saved in every run directory and sent to W&B)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_container(cfg: Any) -> dict:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _group_dirs(yaml_path: str | Path | None) -> dict[str, Path]:
+    if yaml_path is None:
+        return {}
+    root = Path(yaml_path).parent
+    return {p.name: p for p in root.iterdir() if p.is_dir() and any(p.glob("*.yaml"))}
+
+
+def _is_group_override(o: str, groups: dict[str, Path]) -> bool:
+    key = o.split("=", 1)[0]
+    return "=" in o and "." not in key and key in groups
+
+
+def _yaml_layers(path: Path, overrides: list[str]) -> list[DictConfig]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (experiment files live in configs/, e.g. configs/stage1.yaml)")
+    try:
+        body = OmegaConf.load(path)
+    except Exception as e:  # YAML syntax errors of any kind
+        raise ConfigError(f"{path}: cannot parse YAML ({type(e).__name__}: {e})") from None
+    groups = _group_dirs(path)
+    selected: dict[str, str] = {}
+    if "defaults" in body:
+        defaults = OmegaConf.to_container(body.pop("defaults"))
+        if not isinstance(defaults, dict):
+            raise ConfigError(f"{path}: 'defaults' must be a mapping group: name (e.g. model: B)")
+        selected.update({str(k): str(v) for k, v in defaults.items()})
+    for o in overrides:
+        if _is_group_override(o, groups):
+            k, v = o.split("=", 1)
+            selected[k] = v
+    layers = []
+    for group, name in selected.items():
+        if group not in groups:
+            raise ConfigError(f"{path}: defaults name unknown group '{group}'; groups are {sorted(groups)}")
+        f = groups[group] / f"{name}.yaml"
+        if not f.is_file():
+            options = sorted(p.stem for p in groups[group].glob("*.yaml"))
+            hint = difflib.get_close_matches(name, options, n=1)
+            raise ConfigError(
+                f"{group}={name}: no file {f}; choose one of {options}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+        layers.append(OmegaConf.create({group: OmegaConf.load(f)}))
+    return [*layers, body]
+
+
+def _one_line(e: OmegaConfBaseException, base: DictConfig) -> str:
+    key = getattr(e, "full_key", None) or "?"
+    msg = str(e).splitlines()[0]
+    if isinstance(e, (ConfigKeyError, ConfigAttributeError)):
+        parent_key, _, leaf = key.rpartition(".")
+        try:
+            parent = OmegaConf.select(base, parent_key) if parent_key else base
+            options = list(parent.keys()) if isinstance(parent, DictConfig) else []
+        except Exception:
+            options = []
+        hint = difflib.get_close_matches(leaf, [str(o) for o in options], n=1)
+        fix = f"did you mean '{(parent_key + '.') if parent_key else ''}{hint[0]}'?" if hint else f"valid keys here: {options}"
+        return f"{key}: unknown key; {fix}"
+    if isinstance(e, MissingMandatoryValue):
+        return f"{key}: missing mandatory value; set it in the YAML or add {key}=... on the command line"
+    if isinstance(e, ValidationError):
+        return f"{key}: {msg}; fix the value's type in the YAML or the override"
+    return f"{key}: {msg}"
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Apply `range` and `choices` field metadata recursively."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            raise ConfigError(
+                f"{key}: {value!r} is not one of {list(choices)}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+        lo, hi = f.metadata.get("range", (None, None))
+        if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise ConfigError(f"{key}: {value} is out of range [{lo}, {hi}]; set a value inside it")
+        if dataclasses.is_dataclass(value):
+            _check_fields(value, key + ".")
