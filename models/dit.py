@@ -1,0 +1,347 @@
+"""MotionDiT: the stage-one audio-driven motion diffusion transformer (DESIGN §5, method.md §3, §9).
+
+    audio feats ─► AudioAligner ─► (null if dropped) ─► A-Proj ─┐
+    [context | x_t] ─► M-Proj (context: noised, or start token) ─┴─ + pos ─► Conformer × depth ─►
+        final adaLN norm ─► window tokens z ─┬─► Pose-MLP ─────────────────────────► ε̂ pose (7)
+                                             └─► [EmotionController] ─► Exp-MLP ──► ε̂ exp (63)
+    c = T-Proj(t) + ID-Proj(f_id) modulates every Conformer block and the final norm (adaLN-Zero).
+
+The network predicts ε for the T window frames only; the Tp context frames are clean (noise
+augmented) previous motion. The diffusion process itself lives in `models.diffusion`.
+
+Shape legend: B batch · T window frames · Tp context frames · S = Tp + T · M = 70 motion dims
+(exp 63 · pose 7) · L encoder layers · C encoder channels · D width · I = 133 identity dims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from models.aligner import AudioAligner
+from models.conformer import ConformerBlock, TimestepEmbedder, modulate, sinusoidal_embedding
+from models.motion import EXP_DIM, MOTION_DIM, POSE_DIM
+
+ID_DIM = EXP_DIM + MOTION_DIM  # 133: canonical keypoints x_c (63) + reference motion (70)
+
+
+@dataclass
+class MotionDiTConfig:
+    """Configuration of MotionDiT. depth/width/heads left as None take the preset's values."""
+
+    preset: str = "B"  # one of PRESETS: tiny (tests, demo) · S · B (default, method.md §8 #9) · L
+    depth: Optional[int] = None  # Conformer blocks
+    width: Optional[int] = None  # D; must be divisible by heads and even (D/2 head hidden layer)
+    heads: Optional[int] = None  # attention heads (head width 64 for S/B/L)
+    conv_kernel: int = 15  # depthwise conv over 15 frames = 0.6 s at 25 fps (method.md §8 #9)
+    ffn_mult: int = 4  # FFN hidden = 4·D, the Conformer/Transformer standard
+    dropout: float = 0.1  # method.md §8 #9
+    tp: int = 25  # context frames of previous motion (JoyVASA n_prev_motions=25; method.md §8 #5)
+    t_window: int = 100  # generated frames per window: 4 s at 25 fps (JoyVASA n_motions=100)
+    audio_layers: int = 12  # L of the encoder features: 12 for wav2vec2-base, 1 for mel
+    audio_dim: int = 768  # C of the encoder features: 768 for wav2vec2-base, n_mels for mel
+    audio_window: int = 2  # ±2 frames stacked per motion frame (Playmate2/Hallo convention)
+    aligner_layers: int = 2  # trainable self-attention layers of the aligner (Fig. 2 "Self Attn")
+    audio_dropout_prob: float = 0.1  # CFG: audio → learned null embedding in training (method.md §8 #12)
+    start_token_prob: float = 0.1  # context → learned start token in training (how window 1 is made)
+    context_noise_max: float = 0.1  # training context noise σ ~ U[0, max] in normalised units (§8 #6)
+    context_noise_eval: float = 0.0  # fixed context noise σ outside training (0: use the context as is)
+    freq_dim: int = 256  # sinusoidal features of the timestep before T-Proj's MLP (DiT)
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"model preset {self.preset!r} is not one of {sorted(PRESETS)}")
+        for key, value in PRESETS[self.preset].items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+        if self.width % self.heads or self.width % 2:
+            raise ValueError(f"width {self.width} must be even and divisible by heads {self.heads}")
+        if self.conv_kernel % 2 == 0 or self.conv_kernel < 1:
+            raise ValueError(f"conv_kernel {self.conv_kernel} must be a positive odd number")
+        for name in ("depth", "tp", "t_window", "audio_layers", "audio_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for name in ("dropout", "audio_dropout_prob", "start_token_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.context_noise_max < 0 or self.context_noise_eval < 0:
+            raise ValueError(
+                f"context noise must be ≥ 0, got max {self.context_noise_max}, eval {self.context_noise_eval}"
+            )
+
+
+class TrunkOutput(NamedTuple):
+    """What the heads (and a stage-two emotion controller) read from the trunk."""
+
+    hidden: Tensor  # (B, T, D) Conformer output of the window frames, after the final adaLN norm
+    t_emb: Tensor  # (B, D) T-Proj(t), the timestep embedding the emotion controller also uses
+
+
+def make_id_feat(kp_canonical: Tensor, ref_motion: Tensor) -> Tensor:
+    """f_id = [x_c (21, 3) flattened | normalised reference motion (70)]: (B, 21, 3), (B, 70) → (B, 133)."""
+    kp = rearrange(kp_canonical, "b k c -> b (k c)")  # (B, 63)
+    return torch.cat([kp, ref_motion], dim=-1)  # (B, 133)
+
+
+def mlp_head(width: int, out_dim: int) -> nn.Sequential:
+    """Pose-MLP / Exp-MLP: D → D/2 → out (method.md §8 #9)."""
+    return nn.Sequential(nn.Linear(width, width // 2), nn.SiLU(), nn.Linear(width // 2, out_dim))
+
+
+class MotionDiT(nn.Module):
+    """Audio-, identity- and context-conditioned ε-predictor over windows of 70-d motion."""
+
+    def __init__(self, config: MotionDiTConfig):
+        super().__init__()
+        self.config = c = config
+        d = c.width
+        self.audio_aligner = AudioAligner(
+            c.audio_layers, c.audio_dim, d, c.heads, c.aligner_layers, c.audio_window, c.dropout
+        )
+        self.null_audio = nn.Parameter(torch.zeros(d))  # learned "no audio" f_a (CFG)
+        self.a_proj = nn.Linear(d, d)  # A-Proj
+        self.m_proj = nn.Linear(MOTION_DIM, d)  # M-Proj
+        self.t_proj = TimestepEmbedder(d, c.freq_dim)  # T-Proj
+        self.id_proj = nn.Linear(ID_DIM, d)  # ID-Proj
+        self.start_motion = nn.Parameter(torch.zeros(c.tp, d))  # replaces M-Proj(context)
+        self.start_audio = nn.Parameter(torch.zeros(c.tp, d))  # replaces A-Proj(f_a) of the context
+        self.blocks = nn.ModuleList(
+            [ConformerBlock(d, c.heads, c.conv_kernel, c.dropout, c.ffn_mult) for _ in range(c.depth)]
+        )
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.pose_mlp = mlp_head(d, POSE_DIM)  # Pose-MLP, always reads the trunk output
+        self.exp_mlp = mlp_head(d, EXP_DIM)  # Exp-MLP, reads the emotion controller's output if any
+        self.register_module("emotion_controller", None)  # stage two: `attach_emotion_controller`
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        # Linear layers: Xavier-uniform weights, zero biases (DiT).
+        def _basic(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+        self.apply(_basic)
+        # Learned tokens and the timestep MLP: small normal, as DiT's embedding tables.
+        for p in (self.null_audio, self.start_motion, self.start_audio):
+            nn.init.normal_(p, std=0.02)
+        for layer in (self.t_proj.mlp[0], self.t_proj.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+        # adaLN-Zero: modulation layers output 0 ⇒ all gates 0 ⇒ every block is the identity.
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_modulation[-1].weight)
+        nn.init.zeros_(self.final_modulation[-1].bias)
+        # Output layers of both heads are zero ⇒ ε̂ ≡ 0 at init (a test asserts it).
+        for head in (self.pose_mlp, self.exp_mlp):
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
+
+    # --------------------------------------------------------------------------------------------
+    # Stage two
+    # --------------------------------------------------------------------------------------------
+
+    def attach_emotion_controller(self, controller: nn.Module) -> None:
+        """Insert the controller between the trunk and the Exp-MLP (state-dict prefix `emotion_controller.`)."""
+        if getattr(controller, "width", self.config.width) != self.config.width:
+            raise ValueError(f"controller width {controller.width} ≠ DiT width {self.config.width}")
+        self.emotion_controller = controller
+
+    # --------------------------------------------------------------------------------------------
+    # Forward
+    # --------------------------------------------------------------------------------------------
+
+    def _masks(self, batch: int, device, context, audio_drop, context_drop, augment) -> tuple[Tensor, Tensor]:
+        """Per-sample (B,) bool masks: audio dropped to null; context replaced by the start token."""
+        c = self.config
+        if audio_drop is None:
+            audio_drop = torch.rand(batch, device=device) < c.audio_dropout_prob if augment else None
+        if audio_drop is None:
+            audio_drop = torch.zeros(batch, dtype=torch.bool, device=device)
+        if context is None:  # first window: nothing to condition on
+            use_start = torch.ones(batch, dtype=torch.bool, device=device)
+        elif context_drop is not None:
+            use_start = context_drop.to(device=device, dtype=torch.bool)
+        elif augment:
+            use_start = torch.rand(batch, device=device) < c.start_token_prob
+        else:
+            use_start = torch.zeros(batch, dtype=torch.bool, device=device)
+        return audio_drop.to(device=device, dtype=torch.bool), use_start
+
+    def trunk(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        audio: Tensor,
+        id_feat: Tensor,
+        context: Tensor | None = None,
+        audio_drop: Tensor | None = None,
+        context_drop: Tensor | None = None,
+        augment: bool | None = None,
+    ) -> TrunkOutput:
+        """Projections + Conformer. Shapes as in `forward`; returns hidden (B, T, D), t_emb (B, D)."""
+        c = self.config
+        b, n, _ = x_t.shape
+        augment = self.training if augment is None else augment
+        self._check_shapes(x_t, t, audio, id_feat, context)
+        dtype, device = self.m_proj.weight.dtype, x_t.device
+        audio_drop, use_start = self._masks(b, device, context, audio_drop, context_drop, augment)
+        start = use_start[:, None, None]  # (B, 1, 1)
+
+        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id).
+        t_emb = self.t_proj(t)  # (B, D)
+        cond = t_emb + self.id_proj(id_feat.to(dtype))  # (B, D)
+
+        # Motion tokens: [context | noisy window]; context noise-augmented, or the start token.
+        if context is None:
+            ctx_tokens = self.start_motion.to(dtype).expand(b, -1, -1)  # (B, Tp, D)
+        else:
+            context = context.to(dtype)
+            if augment:
+                sigma = torch.rand(b, 1, 1, device=device, dtype=dtype) * c.context_noise_max  # (B, 1, 1)
+            else:
+                sigma = torch.full((b, 1, 1), c.context_noise_eval, device=device, dtype=dtype)
+            context = context + sigma * torch.randn_like(context) if sigma.any() else context
+            ctx_tokens = torch.where(start, self.start_motion.to(dtype), self.m_proj(context))  # (B, Tp, D)
+        h = torch.cat([ctx_tokens, self.m_proj(x_t.to(dtype))], dim=1)  # (B, S, D)
+
+        # Audio tokens. Start-token samples see no context audio, exactly as the first window at
+        # inference: their context frames are the first window frame repeated (what the ±2-frame
+        # stacking's edge padding would give) and are masked out of the aligner's attention.
+        if audio.shape[1] == n:  # (B, T, L, C): first window, nothing before it
+            audio = torch.cat([audio[:, :1].expand(-1, c.tp, -1, -1), audio], dim=1)  # (B, S, L, C)
+        key_mask = None
+        if use_start.any():
+            edge = audio[:, c.tp : c.tp + 1].expand(-1, c.tp, -1, -1)  # (B, Tp, L, C)
+            ctx_audio = torch.where(use_start[:, None, None, None], edge, audio[:, : c.tp])  # (B, Tp, L, C)
+            audio = torch.cat([ctx_audio, audio[:, c.tp :]], dim=1)  # (B, S, L, C)
+            key_mask = torch.ones(b, c.tp + n, dtype=torch.bool, device=device)  # (B, S)
+            key_mask[:, : c.tp] = ~use_start[:, None]
+        f_a = self.audio_aligner(audio, key_mask)  # (B, S, D)
+        f_a = torch.where(audio_drop[:, None, None], self.null_audio.to(dtype), f_a)  # (B, S, D)
+        a_tokens = self.a_proj(f_a)  # (B, S, D)
+        a_ctx = torch.where(start, self.start_audio.to(dtype), a_tokens[:, : c.tp])  # (B, Tp, D)
+        a_tokens = torch.cat([a_ctx, a_tokens[:, c.tp :]], dim=1)  # (B, S, D)
+
+        pos = sinusoidal_embedding(torch.arange(c.tp + n, device=device), c.width).to(dtype)  # (S, D)
+        h = h + a_tokens + pos  # (B, S, D)
+        for block in self.blocks:
+            h = block(h, cond)  # (B, S, D)
+        shift, scale = self.final_modulation(cond).chunk(2, dim=-1)  # 2 × (B, D)
+        h = modulate(self.final_norm(h), shift, scale)  # (B, S, D)
+        return TrunkOutput(hidden=h[:, c.tp :], t_emb=t_emb)  # (B, T, D), (B, D)
+
+    def heads(self, hidden: Tensor, t_emb: Tensor, emotion: Tensor | None = None) -> Tensor:
+        """Pose-MLP on the trunk output; Exp-MLP on the controller's output when one is attached.
+
+        hidden (B, T, D), t_emb (B, D), emotion (B,) long in [0, 8] (8 = null; None = null) → ε̂ (B, T, 70).
+        """
+        pose = self.pose_mlp(hidden)  # (B, T, 7)
+        if self.emotion_controller is not None:
+            hidden = self.emotion_controller(hidden, t_emb, emotion)  # (B, T, D)
+        elif emotion is not None:
+            raise ValueError("an emotion label was given but no emotion controller is attached")
+        exp = self.exp_mlp(hidden)  # (B, T, 63)
+        return torch.cat([exp, pose], dim=-1)  # (B, T, 70): layout order exp | pose
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        audio: Tensor,
+        id_feat: Tensor,
+        context: Tensor | None = None,
+        audio_drop: Tensor | None = None,
+        emotion: Tensor | None = None,
+        context_drop: Tensor | None = None,
+        augment: bool | None = None,
+    ) -> Tensor:
+        """Predict ε for the window.
+
+        x_t: (B, T, 70) noisy normalised motion of the window; t: (B,) diffusion steps.
+        audio: (B, Tp + T, L, C) encoder features of context + window frames, or (B, T, L, C)
+            when context is None (first window; the context's audio is then the start token).
+        id_feat: (B, 133) from `make_id_feat`. context: (B, Tp, 70) clean normalised previous
+            frames, or None ⇒ start token for every sample.
+        audio_drop: (B,) bool, True ⇒ null audio (CFG). None ⇒ drawn with audio_dropout_prob when
+            augmenting, else no drop. context_drop: (B,) bool, True ⇒ start token; None ⇒ drawn
+            with start_token_prob when augmenting. emotion: (B,) long, only with a controller.
+        augment: apply training-time randomness (audio/context drops, context noise); defaults
+            to `self.training` (stage two runs the frozen trunk in eval mode with augment=True).
+        Returns ε̂: (B, T, 70), exp (63) then pose (7).
+        """
+        out = self.trunk(x_t, t, audio, id_feat, context, audio_drop, context_drop, augment)
+        return self.heads(out.hidden, out.t_emb, emotion)  # (B, T, 70)
+
+    def _check_shapes(self, x_t, t, audio, id_feat, context) -> None:
+        c = self.config
+        if x_t.ndim != 3 or x_t.shape[-1] != MOTION_DIM:
+            raise ValueError(f"x_t has shape {tuple(x_t.shape)}, expected (B, T, {MOTION_DIM})")
+        b, n, _ = x_t.shape
+        if t.shape != (b,):
+            raise ValueError(f"t has shape {tuple(t.shape)}, expected ({b},)")
+        if id_feat.shape != (b, ID_DIM):
+            raise ValueError(f"id_feat has shape {tuple(id_feat.shape)}, expected ({b}, {ID_DIM})")
+        if context is not None and context.shape != (b, c.tp, MOTION_DIM):
+            raise ValueError(f"context has shape {tuple(context.shape)}, expected ({b}, {c.tp}, {MOTION_DIM})")
+        allowed = (c.tp + n,) if context is not None else (c.tp + n, n)
+        if audio.ndim != 4 or audio.shape[0] != b or audio.shape[1] not in allowed:
+            raise ValueError(
+                f"audio has shape {tuple(audio.shape)}, expected (B={b}, frames in {allowed}, L, C): "
+                f"Tp={c.tp} context + T={n} window frames (T alone only when context is None)"
+            )
+
+    # --------------------------------------------------------------------------------------------
+    # Accounting
+    # --------------------------------------------------------------------------------------------
+
+    def flops_per_sample(self, t_window: int | None = None, tp: int | None = None) -> int:
+        """Forward FLOPs of one sample (2 × MACs of every matmul/conv, attention scores included).
+
+        Elementwise ops (norms, activations, softmax) are not counted, as in the usual MFU convention.
+        Includes the attached emotion controller, if any. Training ≈ 3× this (forward + backward).
+        """
+        c = self.config
+        n = c.t_window if t_window is None else t_window
+        s = (c.tp if tp is None else tp) + n
+        d, hid = c.width, c.ffn_mult * c.width
+        flops = self.audio_aligner.flops_per_sample(s)
+        flops += 2 * s * d * d + 2 * s * MOTION_DIM * d  # A-Proj, M-Proj
+        flops += 2 * (c.freq_dim * d + d * d) + 2 * ID_DIM * d  # T-Proj, ID-Proj
+        per_block = 2 * d * 12 * d  # adaLN modulation
+        per_block += 2 * (2 * s * d * hid * 2)  # two half FFNs
+        per_block += 2 * s * d * 3 * d + 4 * s * s * d + 2 * s * d * d  # MHSA
+        per_block += 2 * s * d * 2 * d + 2 * s * d * c.conv_kernel + 2 * s * d * d  # conv module
+        flops += c.depth * per_block
+        flops += 2 * d * 2 * d  # final modulation
+        flops += 2 * n * (d * d // 2 + d // 2 * POSE_DIM) + 2 * n * (d * d // 2 + d // 2 * EXP_DIM)
+        if self.emotion_controller is not None:
+            flops += self.emotion_controller.flops_per_sample(n)
+        return flops
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_motion_dit(config: MotionDiTConfig) -> MotionDiT:
+    """The one constructor the LightningModule calls (config from the OmegaConf schema)."""
+    return MotionDiT(config)
+
+
+# ------------------------------------------------------------------------------------------------
+# Presets: tiny first (tests, demo), B is the default (method.md §8 #9)
+# ------------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"depth": 2, "width": 64, "heads": 4},
+    "S": {"depth": 6, "width": 256, "heads": 4},
+    "B": {"depth": 8, "width": 512, "heads": 8},
+    "L": {"depth": 12, "width": 768, "heads": 12},
+}

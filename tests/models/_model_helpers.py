@@ -1,0 +1,34 @@
+"""Shared helpers of tests/models (imported by name: tests/models is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+import torch
+
+from models.dit import ID_DIM, MotionDiTConfig
+
+TP, T, L, C = 4, 12, 1, 16  # small context/window and a mel-like single-layer audio feature
+
+
+def tiny_config(**overrides) -> MotionDiTConfig:
+    fields = dict(preset="tiny", tp=TP, t_window=T, audio_layers=L, audio_dim=C, dropout=0.0)
+    fields.update(overrides)
+    return MotionDiTConfig(**fields)
+
+
+def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> None:
+    """Add noise to every parameter (moves zero-initialised gates and heads off zero)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * std)
+
+
+def make_inputs(batch: int = 3, with_context: bool = True, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x_t": torch.randn(batch, T, 70, generator=g),
+        "t": torch.randint(0, 1000, (batch,), generator=g),
+        "audio": torch.randn(batch, TP + T, L, C, generator=g),
+        "id_feat": torch.randn(batch, ID_DIM, generator=g),
+        "context": torch.randn(batch, TP, 70, generator=g) if with_context else None,
+    }
