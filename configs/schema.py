@@ -1,0 +1,163 @@
+"""The experiment schema: the single source of defaults for `playmate train` (stage one and two).
+
+YAML files under configs/ only override these values; `configs.loader.load_config` validates them.
+Field metadata `range` / `choices` are checked at load time; `ExperimentConfig.check` holds the
+cross-field rules. Units and reasons sit next to each default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+from models.audio import AudioEncoderConfig
+from models.diffusion import DiffusionConfig
+from models.dit import MotionDiTConfig
+from models.emotion import EmotionControllerConfig
+
+
+@dataclass
+class DataConfig:
+    """Where the shards are and how training windows are cut from clips."""
+
+    train_shards: list[str] = MISSING  # dataset dirs (with manifest.json), tar globs or brace URLs
+    val_shards: list[str] = field(default_factory=list)  # held-out clips: deterministic, non-resampled
+    stats: Optional[str] = None  # stats.json; default: the one in the first train dataset dir
+    batch_size: int = field(default=64, metadata={"range": (1, None)})  # GLOBAL windows per step
+    num_workers: int = field(default=4, metadata={"range": (0, 256)})  # per rank
+    shuffle_buffer: int = field(default=256, metadata={"range": (0, None)})  # samples (compressed)
+    epoch_windows: int = field(default=20_000, metadata={"range": (1, None)})  # windows per epoch, all ranks
+    windows_per_clip: int = field(default=1, metadata={"range": (1, 64)})  # windows cut per decoded clip
+    audio_source: str = field(default="wav", metadata={"choices": ("wav", "precomputed")})
+    max_bad_fraction: float = field(default=0.01, metadata={"range": (0.0, 1.0)})  # then stop, naming shards
+    min_bad_samples: int = field(default=20, metadata={"range": (1, None)})  # before the fraction is judged
+    val_max_clips: int = field(default=64, metadata={"range": (1, None)})
+    val_batch_size: int = field(default=16, metadata={"range": (1, None)})  # per rank
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then constant (method.md §8 item 18)."""
+
+    lr: float = field(default=1e-4, metadata={"range": (0.0, 1.0)})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = field(default=0.01, metadata={"range": (0.0, None)})
+    warmup_steps: int = field(default=1000, metadata={"range": (0, None)})
+    grad_clip: float = field(default=1.0, metadata={"range": (0.0, None)})  # 0 disables
+    ema_decay: float = field(default=0.999, metadata={"range": (0.0, 1.0)})  # fp32 EMA of trainable weights
+    ema_every: int = field(default=1, metadata={"range": (1, None)})  # steps between EMA updates
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings; `configs/trainer/*.yaml` holds the strategy groups."""
+
+    accelerator: str = field(default="auto", metadata={"choices": ("auto", "cpu", "gpu")})
+    devices: int = field(default=1, metadata={"range": (1, None)})  # per node (== SLURM ntasks-per-node)
+    num_nodes: int = field(default=1, metadata={"range": (1, None)})
+    strategy: str = field(
+        default="auto", metadata={"choices": ("auto", "ddp", "deepspeed_stage_2", "deepspeed_stage_3")}
+    )
+    precision: str = field(default="32-true", metadata={"choices": ("32-true", "bf16-mixed", "16-mixed")})
+    max_steps: int = field(default=100_000, metadata={"range": (1, None)})
+    val_every_n_steps: int = field(default=2000, metadata={"range": (0, None)})  # 0 = never
+    log_every_n_steps: int = field(default=50, metadata={"range": (1, None)})
+    ckpt_every_n_steps: int = field(default=1000, metadata={"range": (1, None)})
+    keep_last_checkpoints: int = field(default=3, metadata={"range": (1, None)})
+    limit_val_batches: int = field(default=8, metadata={"range": (0, None)})
+    accumulate_grad_batches: int = field(default=1, metadata={"range": (1, None)})
+    deepspeed_bucket_size: float = field(default=5e8, metadata={"range": (1e6, None)})
+    deterministic: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases; offline automatically when no API key is configured."""
+
+    name: str = field(default="wandb", metadata={"choices": ("wandb", "none")})
+    project: str = "playmate"
+    entity: Optional[str] = None
+    mode: str = field(default="auto", metadata={"choices": ("auto", "online", "offline", "disabled")})
+    tags: list[str] = field(default_factory=list)
+    log_media: bool = True  # plots (and videos when rendering) at validation
+
+
+@dataclass
+class SamplingConfig:
+    """Validation/generation sampling."""
+
+    steps: int = field(default=50, metadata={"range": (1, 1000)})  # DDIM steps
+    eta: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
+    guidance_audio: float = field(default=1.5, metadata={"range": (0.0, 20.0)})  # w_a
+    guidance_emotion: float = field(default=1.5, metadata={"range": (0.0, 20.0)})  # w_e (stage two)
+    seed: int = 1234  # fixed noise for validation
+
+
+@dataclass
+class Stage2Config:
+    """Stage two: emotion controller on the frozen stage-one DiT (DESIGN §6)."""
+
+    init_from: Optional[str] = None  # stage-one Lightning ckpt, DeepSpeed dir, or `playmate export` dir
+    train_exp_mlp: bool = False  # also train the Exp-MLP (method.md §8 item 16)
+    p_audio_emotion: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
+    p_audio_null: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
+    p_null_null: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation callback during training (metrics/); 0 disables."""
+
+    every_n_steps: int = field(default=0, metadata={"range": (0, None)})
+    num_clips: int = field(default=8, metadata={"range": (1, None)})
+    face_model_dir: Optional[str] = None  # LivePortrait base_models/ dir: enables rendering
+    render_batch_size: int = field(default=8, metadata={"range": (1, None)})
+    num_videos: int = field(default=2, metadata={"range": (0, None)})  # sample videos logged (rank zero)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything `playmate train` needs; stage one and stage two differ only by values."""
+
+    name: str = MISSING  # experiment name: the run directory is runs/<name> unless run_dir is set
+    stage: str = field(default="stage1", metadata={"choices": ("stage1", "stage2")})
+    run_dir: str = "runs/${name}"  # stable across requeues (never a timestamp)
+    seed: int = 0
+    model: MotionDiTConfig = field(default_factory=MotionDiTConfig)
+    emotion: EmotionControllerConfig = field(default_factory=EmotionControllerConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> list[tuple[str, str]]:
+        """Cross-field rules, as (key, message-with-fix) pairs."""
+        errors = []
+        t = self.trainer
+        world = t.devices * t.num_nodes
+        if self.data.batch_size % (world * t.accumulate_grad_batches):
+            errors.append((
+                "data.batch_size",
+                f"global batch {self.data.batch_size} is not divisible by devices×num_nodes×accumulate = "
+                f"{t.devices}×{t.num_nodes}×{t.accumulate_grad_batches}; use a multiple of "
+                f"{world * t.accumulate_grad_batches}",
+            ))
+        if t.strategy.startswith("deepspeed") and t.accelerator == "cpu":
+            errors.append(("trainer.strategy", f"{t.strategy} needs CUDA GPUs; use trainer=ddp or trainer=cpu on CPU"))
+        if t.precision != "32-true" and t.accelerator == "cpu" and t.precision != "bf16-mixed":
+            errors.append(("trainer.precision", f"{t.precision} needs a GPU; use 32-true or bf16-mixed on CPU"))
+        if self.stage == "stage2" and not self.stage2.init_from:
+            errors.append(("stage2.init_from", "stage two starts from a stage-one checkpoint; set stage2.init_from=PATH"))
+        s = self.stage2
+        if abs(s.p_audio_emotion + s.p_audio_null + s.p_null_null - 1.0) > 1e-6:
+            errors.append(("stage2.p_audio_emotion", "the three condition-dropout probabilities must sum to 1"))
+        if self.data.audio_source == "wav" and self.audio.name not in ("mel", "wav2vec2"):
+            errors.append(("audio.name", "unknown audio encoder"))
+        return errors

@@ -1,0 +1,57 @@
+"""`playmate shards check DIR` and `playmate shards precompute SRC DST`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shards", help="verify dataset directories or add precomputed audio features")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    c = actions.add_parser(
+        "check",
+        help="verify hashes, counts and every sample of dataset directories",
+        description="Verify manifest.json (shard sha256, sample counts), stats.json and every sample "
+        "against the shard contract (docs/data-format.md). Prints every problem as SHARD:KEY: message; "
+        "exit code 1 if any.",
+    )
+    c.add_argument("dirs", nargs="+", help="dataset directories (each with manifest.json)")
+    c.add_argument("--no-video", action="store_true", help="skip decoding mp4 members (faster)")
+    c.set_defaults(func=check)
+    pre = actions.add_parser(
+        "precompute",
+        help="rewrite a dataset with audio-encoder features (audio.npy) per clip",
+        description="Run the configured audio encoder over every clip of SRC and write a copy of the "
+        "dataset with a float16 audio.npy member (T, L, C) to DST (train with data.audio_source=precomputed).",
+    )
+    pre.add_argument("src", help="source dataset directory")
+    pre.add_argument("dst", help="output dataset directory (created)")
+    pre.add_argument("--encoder", default="mel", choices=("mel", "wav2vec2"), help="audio encoder (default mel)")
+    pre.add_argument("--wav2vec2-path", default=None, help="local transformers Wav2Vec2 directory (for wav2vec2)")
+    pre.add_argument("--batch-size", type=int, default=8)
+    pre.set_defaults(func=precompute)
+
+
+def check(args: argparse.Namespace) -> int:
+    from datamodules.shards import check_dataset
+
+    bad = 0
+    for d in args.dirs:
+        problems, summary = check_dataset(d, check_video=not args.no_video)
+        for p in problems:
+            print(f"{d}/{p}")
+        status = "OK" if not problems else f"{len(problems)} problem(s)"
+        print(f"{d}: {summary['shards']} shards, {summary['samples']} samples, "
+              f"{summary['bad_samples']} bad samples: {status}")
+        bad += len(problems)
+    return 1 if bad else 0
+
+
+def precompute(args: argparse.Namespace) -> int:
+    from datamodules.features import precompute_audio_features
+    from models.audio import AudioEncoderConfig
+
+    cfg = AudioEncoderConfig(name=args.encoder, wav2vec2_path=args.wav2vec2_path)
+    manifest = precompute_audio_features(args.src, args.dst, cfg, batch_size=args.batch_size)
+    print(f"{args.dst}: {manifest['num_samples']} clips with audio.npy ({args.encoder})")
+    return 0
