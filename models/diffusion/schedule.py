@@ -1,0 +1,106 @@
+"""Noise schedules and the forward process q(x_t | x_0) (DDPM, Ho et al. 2020; cosine: Nichol & Dhariwal 2021).
+
+The schedule is a plain object, not an nn.Module: its tables must stay float64/float32 and out of
+the model's state dict (DeepSpeed casts every module buffer to bf16; reference/stack.md §2.2).
+
+Shape legend: B batch · T frames · M = 70 motion dims · N diffusion steps (num_timesteps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddim", "ddpm")
+
+
+@dataclass
+class DiffusionConfig:
+    """Diffusion process and sampling defaults (DESIGN §5, method.md §8 #10, §3.5)."""
+
+    schedule: str = "linear"  # linear β (DDPM) or cosine ᾱ (improved DDPM)
+    num_timesteps: int = 1000  # N training steps; keep ≥ 500 when switching samplers (§8 #10)
+    beta_start: float = 1e-4  # linear β₁ (DDPM)
+    beta_end: float = 0.02  # linear β_N (DDPM)
+    cosine_s: float = 0.008  # cosine offset s (Nichol & Dhariwal)
+    sampler: str = "ddim"  # ddim (default, fast) or ddpm (ancestral, N steps)
+    sampling_steps: int = 50  # DDIM steps (method.md §8 #10: 25–50)
+    eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ≈ DDPM posterior variance
+    w_a: float = 1.5  # audio guidance scale (paper Eq. 8 default)
+    w_e: float = 1.5  # emotion guidance scale (paper Eq. 8 default; used only with an emotion)
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"diffusion schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r} is not one of {SAMPLERS}")
+        if self.num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be ≥ 2, got {self.num_timesteps}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ValueError(f"need 0 < beta_start {self.beta_start} < beta_end {self.beta_end} < 1")
+        if not 1 <= self.sampling_steps <= self.num_timesteps:
+            raise ValueError(f"sampling_steps {self.sampling_steps} must be in [1, {self.num_timesteps}]")
+        if self.eta < 0:
+            raise ValueError(f"eta must be ≥ 0, got {self.eta}")
+
+
+def make_betas(config: DiffusionConfig) -> Tensor:
+    """β_1..β_N as float64 (N,)."""
+    n = config.num_timesteps
+    if config.schedule == "linear":
+        return torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
+    s = config.cosine_s
+    steps = torch.arange(n + 1, dtype=torch.float64) / n  # (N + 1,)
+    f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2  # ᾱ(t) up to normalisation
+    alphas_cumprod = f / f[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]  # (N,)
+    return betas.clamp(max=0.999)  # the cosine's last β would be 1 (Nichol & Dhariwal clip)
+
+
+class NoiseSchedule:
+    """Tables of a discrete diffusion process indexed by t ∈ [0, N)."""
+
+    def __init__(self, betas: Tensor):
+        if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
+            raise ValueError(f"betas must be a 1-d tensor in (0, 1), got shape {tuple(betas.shape)}")
+        self.betas = betas.double()
+        self.num_timesteps = len(betas)
+        alphas = 1 - self.betas
+        self.alphas_cumprod = torch.cumprod(alphas, dim=0)  # ᾱ_t (N,)
+        self.alphas_cumprod_prev = torch.cat([self.alphas_cumprod.new_ones(1), self.alphas_cumprod[:-1]])
+        # Posterior q(x_{t-1} | x_t, x_0) = N(coef1·x_0 + coef2·x_t, β̃_t).
+        one_minus = 1 - self.alphas_cumprod
+        self.posterior_variance = self.betas * (1 - self.alphas_cumprod_prev) / one_minus  # β̃_t
+        self.posterior_mean_coef1 = self.betas * self.alphas_cumprod_prev.sqrt() / one_minus
+        self.posterior_mean_coef2 = (1 - self.alphas_cumprod_prev) * alphas.sqrt() / one_minus
+        self._device_cache: dict[tuple[str, torch.device], Tensor] = {}
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> NoiseSchedule:
+        return cls(make_betas(config))
+
+    def gather(self, name: str, t: Tensor, like: Tensor) -> Tensor:
+        """Table `name` at steps t (B,) → (B, 1, …, 1) in like's dtype/device, for broadcasting."""
+        key = (name, t.device)
+        if key not in self._device_cache:
+            self._device_cache[key] = getattr(self, name).to(t.device)
+        values = self._device_cache[key][t.long()]  # (B,) float64
+        return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)  # (B, 1, …)
+
+    def sample_timesteps(self, batch: int, device: torch.device | str, generator=None) -> Tensor:
+        """t ~ U{0, …, N−1}: (B,) long."""
+        return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε: x0, noise (B, …), t (B,) → (B, …)."""
+        ab = self.gather("alphas_cumprod", t, x0)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t."""
+        ab = self.gather("alphas_cumprod", t, x_t)
+        return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()

@@ -1,0 +1,172 @@
+"""Diffusion: schedules, q_sample, loss, DDIM/DDPM with an oracle, CFG, windowed generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _model_helpers import TP, T, make_inputs, perturb_, tiny_config
+from torch import nn
+
+from models.diffusion import (
+    DiffusionConfig,
+    NoiseSchedule,
+    ddim_sample,
+    ddim_timesteps,
+    ddpm_sample,
+    generate_windowed,
+    guided_eps,
+    training_loss,
+)
+from models.dit import MotionDiT
+
+
+@pytest.fixture(scope="module")
+def schedule() -> NoiseSchedule:
+    return NoiseSchedule.from_config(DiffusionConfig())
+
+
+class Oracle(nn.Module):
+    """Knows x0, hence the exact ε of any x_t."""
+
+    def __init__(self, x0: torch.Tensor, schedule: NoiseSchedule):
+        super().__init__()
+        self.x0, self.schedule = x0, schedule
+
+    def forward(self, x_t, t, **cond):
+        ab = self.schedule.gather("alphas_cumprod", t, x_t)
+        return (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+
+
+def test_linear_schedule_endpoints(schedule):
+    assert schedule.num_timesteps == 1000
+    assert schedule.betas[0].item() == pytest.approx(1e-4)
+    assert schedule.betas[-1].item() == pytest.approx(0.02)
+    assert (schedule.alphas_cumprod.diff() < 0).all()
+    assert schedule.alphas_cumprod[-1] < 1e-4  # x_N is (almost) pure noise
+
+
+def test_cosine_schedule():
+    s = NoiseSchedule.from_config(DiffusionConfig(schedule="cosine"))
+    ab = s.alphas_cumprod
+    assert (ab.diff() < 0).all() and ab[0] > 0.999 and ab[-1] < 1e-4
+    assert (s.betas <= 0.999).all()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="schedule 'sigmoid'"):
+        DiffusionConfig(schedule="sigmoid")
+    with pytest.raises(ValueError, match="sampling_steps 2000"):
+        DiffusionConfig(sampling_steps=2000)
+
+
+def test_q_sample_statistics(schedule):
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((4, 20_000, 1), 2.0)
+    t = torch.tensor([0, 100, 500, 999])
+    x_t = schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+    ab = schedule.alphas_cumprod[t].float()
+    torch.testing.assert_close(x_t.mean(dim=(1, 2)), 2.0 * ab.sqrt(), atol=0.03, rtol=0)
+    torch.testing.assert_close(x_t.std(dim=(1, 2)), (1 - ab).sqrt(), atol=0.03, rtol=0.03)
+
+
+def test_ddim_timesteps():
+    ts = ddim_timesteps(1000, 50)
+    assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and (ts.diff() < 0).all()
+
+
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_with_exact_eps_recovers_x0(schedule, eta):
+    x0 = torch.randn(2, T, 70, generator=torch.Generator().manual_seed(1))
+    oracle = Oracle(x0, schedule)
+    out = ddim_sample(lambda x, t: oracle(x, t), schedule, x0.shape, steps=20, eta=eta,
+                      generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
+
+
+def test_ddpm_with_exact_eps_recovers_x0(schedule):
+    x0 = torch.randn(2, 5, 70, generator=torch.Generator().manual_seed(1))
+    oracle = Oracle(x0, schedule)
+    out = ddpm_sample(lambda x, t: oracle(x, t), schedule, x0.shape, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
+
+
+def test_training_loss(schedule):
+    x0 = torch.randn(3, T, 70)
+    out = training_loss(Oracle(x0, schedule), schedule, x0, cond={})
+    assert out["loss"].item() < 1e-8 and out["t"].shape == (3,)
+    model = MotionDiT(tiny_config())  # zero output at init ⇒ loss = E[ε²] ≈ 1
+    inputs = make_inputs(batch=3)
+    cond = {k: v for k, v in inputs.items() if k not in ("x_t", "t")}
+    out = training_loss(model, schedule, x0, cond, t=torch.tensor([1, 500, 999]))
+    assert 0.7 < out["loss"].item() < 1.3
+    assert set(out) == {"loss", "mse_exp", "mse_pose", "t"}
+    out["loss"].backward()
+    assert model.exp_mlp[-1].weight.grad.abs().sum() > 0
+
+
+class CountingModel(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner, self.calls = inner, 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def test_audio_cfg_equals_two_separate_forwards():
+    torch.manual_seed(0)
+    model = MotionDiT(tiny_config()).eval()
+    perturb_(model)
+    inputs = make_inputs(batch=2)
+    x_t, t = inputs.pop("x_t"), inputs.pop("t")
+    counting = CountingModel(model)
+    eps = guided_eps(counting, x_t, t, inputs, w_a=1.5)
+    assert counting.calls == 1  # both passes in one batched forward
+    e_null = model(x_t, t, **inputs, audio_drop=torch.tensor([True, True]))
+    e_audio = model(x_t, t, **inputs, audio_drop=torch.tensor([False, False]))
+    torch.testing.assert_close(eps, e_null + 1.5 * (e_audio - e_null), atol=1e-5, rtol=1e-5)
+
+
+class RecordingStub(nn.Module):
+    """Stands in for MotionDiT: ε depends on x_t and the audio; records every call's context/audio."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[dict] = []
+
+    def forward(self, x_t, t, audio, id_feat, context=None, audio_drop=None, emotion=None):
+        self.calls.append({"context": context, "audio": audio, "batch": x_t.shape[0]})
+        a = audio[:, -x_t.shape[1] :].mean(dim=(2, 3))[..., None]  # (B, T, 1): window audio
+        return 0.5 * x_t + a * (~audio_drop)[:, None, None]
+
+
+def test_windowed_generation_returns_n_frames_and_chains_contexts(schedule):
+    b, n, steps = 2, 2 * T + 5, 4  # N not a multiple of T ⇒ 3 windows, the last one padded
+    audio = torch.randn(b, n, 1, 16, generator=torch.Generator().manual_seed(0))
+    id_feat = torch.randn(b, 133)
+    stub = RecordingStub()
+    windows = []
+    out = generate_windowed(stub, schedule, audio, id_feat, t_window=T, tp=TP, steps=steps, w_a=1.5,
+                            generator=torch.Generator().manual_seed(1), on_window=lambda k, w: windows.append(w))
+    assert out.shape == (b, n, 70)
+    assert len(windows) == 3 and len(stub.calls) == 3 * steps
+    torch.testing.assert_close(out, torch.cat(windows, dim=1)[:, :n])
+    for k in range(3):
+        first = stub.calls[k * steps]
+        assert first["batch"] == 2 * b  # audio CFG: (∅, a) in one batch
+        if k == 0:
+            assert first["context"] is None and first["audio"].shape[1] == T
+        else:
+            assert first["audio"].shape[1] == TP + T
+            expected = windows[k - 1][:, -TP:]  # the previous window's last Tp generated frames
+            assert torch.equal(first["context"][:b], expected)
+            torch.testing.assert_close(first["audio"][:b, :TP], audio[:, k * T - TP : k * T])
+
+
+def test_windowed_generation_short_audio(schedule):
+    audio = torch.randn(1, 7, 1, 16)
+    out = generate_windowed(RecordingStub(), schedule, audio, torch.randn(1, 133), t_window=T, tp=TP, steps=2)
+    assert out.shape == (1, 7, 70)
+    with pytest.raises(ValueError, match="num_frames 8"):
+        generate_windowed(RecordingStub(), schedule, audio, torch.randn(1, 133), T, TP, num_frames=8)
