@@ -289,7 +289,9 @@ class MotionDiT(nn.Module):
         if id_feat.shape != (b, ID_DIM):
             raise ValueError(f"id_feat has shape {tuple(id_feat.shape)}, expected ({b}, {ID_DIM})")
         if context is not None and context.shape != (b, c.tp, MOTION_DIM):
-            raise ValueError(f"context has shape {tuple(context.shape)}, expected ({b}, {c.tp}, {MOTION_DIM})")
+            raise ValueError(
+                f"context has shape {tuple(context.shape)}, expected ({b}, {c.tp}, {MOTION_DIM})"
+            )
         allowed = (c.tp + n,) if context is not None else (c.tp + n, n)
         if audio.ndim != 4 or audio.shape[0] != b or audio.shape[1] not in allowed:
             raise ValueError(

@@ -74,12 +74,17 @@ class EmotionController(nn.Module):
     def __init__(self, config: EmotionControllerConfig):
         super().__init__()
         if config.width is None or config.heads is None:
-            raise ValueError("EmotionControllerConfig.width/heads are unresolved; use build_emotion_controller")
+            raise ValueError(
+                "EmotionControllerConfig.width/heads are unresolved; use build_emotion_controller"
+            )
         self.config = config
         self.width = config.width
         self.emo_embed = nn.Embedding(len(EMOTIONS) + 1, config.width)  # EmoEmbed; row 8 = null
         self.blocks = nn.ModuleList(
-            [DiTBlock(config.width, config.heads, config.mlp_ratio, config.dropout) for _ in range(config.depth)]
+            [
+                DiTBlock(config.width, config.heads, config.mlp_ratio, config.dropout)
+                for _ in range(config.depth)
+            ]
         )
         self.initialize_weights()
 
@@ -134,7 +139,10 @@ def build_emotion_controller(config: EmotionControllerConfig, dit_config) -> Emo
 
 
 def stage_two_condition_drop(
-    emotion: Tensor, p_drop_both: float = 0.1, p_drop_emotion: float = 0.1, generator: torch.Generator | None = None
+    emotion: Tensor,
+    p_drop_both: float = 0.1,
+    p_drop_emotion: float = 0.1,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Per-sample CFG drops: (∅,∅) with p_drop_both, (a,∅) with p_drop_emotion, else (a,e).
 

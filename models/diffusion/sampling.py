@@ -48,12 +48,19 @@ def guided_eps(
     """
     b = x_t.shape[0]
     cond = {k: v for k, v in cond.items() if k != "audio_drop"}
-    drop, keep = torch.ones(b, dtype=torch.bool, device=x_t.device), torch.zeros(b, dtype=torch.bool, device=x_t.device)
+    drop, keep = (
+        torch.ones(b, dtype=torch.bool, device=x_t.device),
+        torch.zeros(b, dtype=torch.bool, device=x_t.device),
+    )
     if w_e is None:
         if w_a == 1.0:
             return model(x_t, t, **cond, audio_drop=keep)
-        eps = model(torch.cat([x_t] * 2), torch.cat([t] * 2), **_repeat_cond(cond, 2),
-                    audio_drop=torch.cat([drop, keep]))  # (2B, T, M)
+        eps = model(
+            torch.cat([x_t] * 2),
+            torch.cat([t] * 2),
+            **_repeat_cond(cond, 2),
+            audio_drop=torch.cat([drop, keep]),
+        )  # (2B, T, M)
         e_null, e_audio = eps.chunk(2)  # 2 × (B, T, M)
         return e_null + w_a * (e_audio - e_null)
     emotion = cond.get("emotion")
@@ -62,13 +69,16 @@ def guided_eps(
     null = torch.full_like(emotion, NULL_EMOTION)
     batched = _repeat_cond(cond, 3)
     batched["emotion"] = torch.cat([null, null, emotion])  # (3B,): ∅∅ · a∅ · ae
-    eps = model(torch.cat([x_t] * 3), torch.cat([t] * 3), **batched,
-                audio_drop=torch.cat([drop, keep, keep]))  # (3B, T, M)
+    eps = model(
+        torch.cat([x_t] * 3), torch.cat([t] * 3), **batched, audio_drop=torch.cat([drop, keep, keep])
+    )  # (3B, T, M)
     e00, ea0, eae = eps.chunk(3)  # 3 × (B, T, M)
     return e00 + w_a * (ea0 - e00) + w_e * (eae - ea0)
 
 
-def guided_eps_fn(model: nn.Module, cond: Mapping[str, Any], w_a: float = 1.5, w_e: float | None = None) -> EpsFn:
+def guided_eps_fn(
+    model: nn.Module, cond: Mapping[str, Any], w_a: float = 1.5, w_e: float | None = None
+) -> EpsFn:
     """Close over the model and conditioning: the ε-function the samplers take."""
     return lambda x_t, t: guided_eps(model, x_t, t, cond, w_a, w_e)
 
@@ -80,7 +90,9 @@ def guided_eps_fn(model: nn.Module, cond: Mapping[str, Any], w_a: float = 1.5, w
 
 def ddim_timesteps(num_timesteps: int, steps: int) -> Tensor:
     """Evenly spaced decreasing steps from N−1 to 0: (steps,) long."""
-    return torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().unique_consecutive()
+    return (
+        torch.linspace(num_timesteps - 1, 0, steps, dtype=torch.float64).round().long().unique_consecutive()
+    )
 
 
 @torch.no_grad()
@@ -126,7 +138,10 @@ def ddpm_sample(
     for step in reversed(range(schedule.num_timesteps)):
         t = torch.full((shape[0],), step, device=x.device, dtype=torch.long)
         x0 = schedule.predict_x0(x, t, eps_fn(x, t).to(x.dtype))
-        mean = schedule.gather("posterior_mean_coef1", t, x) * x0 + schedule.gather("posterior_mean_coef2", t, x) * x
+        mean = (
+            schedule.gather("posterior_mean_coef1", t, x) * x0
+            + schedule.gather("posterior_mean_coef2", t, x) * x
+        )
         if step > 0:
             var = schedule.gather("posterior_variance", t, x)
             x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device=x.device)

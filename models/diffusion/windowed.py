@@ -50,7 +50,9 @@ def generate_windowed(
     if not 0 < n <= n_audio:
         raise ValueError(f"num_frames {n} must be in [1, {n_audio}] (frames of audio given)")
     if not 0 < tp <= t_window:
-        raise ValueError(f"need 0 < tp {tp} ≤ t_window {t_window}: a window's context is the previous window's tail")
+        raise ValueError(
+            f"need 0 < tp {tp} ≤ t_window {t_window}: a window's context is the previous window's tail"
+        )
     windows = math.ceil(n / t_window)
     pad = windows * t_window - n_audio
     if pad > 0:  # edge-pad the audio to whole windows (the extra frames are cut off afterwards)
@@ -59,7 +61,11 @@ def generate_windowed(
     frames: list[Tensor] = []
     for k in range(windows):
         start = k * t_window
-        cond = {"audio": audio[:, start : start + t_window], "id_feat": id_feat, "context": None}  # (B, T, L, C)
+        cond = {
+            "audio": audio[:, start : start + t_window],
+            "id_feat": id_feat,
+            "context": None,
+        }  # (B, T, L, C)
         if k > 0:
             done = torch.cat(frames, dim=1)  # (B, kT, 70)
             cond["context"] = done[:, -tp:]  # (B, Tp, 70): the previous window's last Tp frames

@@ -78,15 +78,23 @@ def test_ddim_timesteps():
 def test_ddim_with_exact_eps_recovers_x0(schedule, eta):
     x0 = torch.randn(2, T, 70, generator=torch.Generator().manual_seed(1))
     oracle = Oracle(x0, schedule)
-    out = ddim_sample(lambda x, t: oracle(x, t), schedule, x0.shape, steps=20, eta=eta,
-                      generator=torch.Generator().manual_seed(2))
+    out = ddim_sample(
+        lambda x, t: oracle(x, t),
+        schedule,
+        x0.shape,
+        steps=20,
+        eta=eta,
+        generator=torch.Generator().manual_seed(2),
+    )
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
 
 
 def test_ddpm_with_exact_eps_recovers_x0(schedule):
     x0 = torch.randn(2, 5, 70, generator=torch.Generator().manual_seed(1))
     oracle = Oracle(x0, schedule)
-    out = ddpm_sample(lambda x, t: oracle(x, t), schedule, x0.shape, generator=torch.Generator().manual_seed(2))
+    out = ddpm_sample(
+        lambda x, t: oracle(x, t), schedule, x0.shape, generator=torch.Generator().manual_seed(2)
+    )
     torch.testing.assert_close(out, x0, atol=1e-4, rtol=1e-4)
 
 
@@ -147,8 +155,18 @@ def test_windowed_generation_returns_n_frames_and_chains_contexts(schedule):
     id_feat = torch.randn(b, 133)
     stub = RecordingStub()
     windows = []
-    out = generate_windowed(stub, schedule, audio, id_feat, t_window=T, tp=TP, steps=steps, w_a=1.5,
-                            generator=torch.Generator().manual_seed(1), on_window=lambda k, w: windows.append(w))
+    out = generate_windowed(
+        stub,
+        schedule,
+        audio,
+        id_feat,
+        t_window=T,
+        tp=TP,
+        steps=steps,
+        w_a=1.5,
+        generator=torch.Generator().manual_seed(1),
+        on_window=lambda k, w: windows.append(w),
+    )
     assert out.shape == (b, n, 70)
     assert len(windows) == 3 and len(stub.calls) == 3 * steps
     torch.testing.assert_close(out, torch.cat(windows, dim=1)[:, :n])

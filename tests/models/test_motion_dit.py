@@ -132,8 +132,11 @@ def test_gradients_reach_every_parameter_after_perturbation():
     perturb_(model)
     model.train()
     inputs = make_inputs(batch=4)
-    model(**inputs, audio_drop=torch.tensor([True, False, False, False]),
-          context_drop=torch.tensor([True, False, False, False])).square().mean().backward()
+    model(
+        **inputs,
+        audio_drop=torch.tensor([True, False, False, False]),
+        context_drop=torch.tensor([True, False, False, False]),
+    ).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     missing.remove("audio_aligner.layer_logits")  # softmax over L = 1 layer has zero gradient
     assert not missing, missing

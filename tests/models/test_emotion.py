@@ -1,0 +1,166 @@
+"""Emotion controller: identity at init, pose independence, nested CFG, freezing, condition drops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from _model_helpers import TP, T, make_inputs, perturb_, tiny_config
+
+from models.diffusion import DiffusionConfig, NoiseSchedule, generate_windowed, guided_eps, training_loss
+from models.dit import MotionDiT
+from models.emotion import (
+    CONTROLLER_PREFIX,
+    EMOTIONS,
+    NULL_EMOTION,
+    EmotionControllerConfig,
+    build_emotion_controller,
+    freeze_stage_one,
+    stage_two_condition_drop,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def stage_two_model(perturb_controller: bool = False) -> MotionDiT:
+    torch.manual_seed(0)
+    model = MotionDiT(tiny_config()).eval()
+    perturb_(model)  # a "trained" stage-one model: non-zero gates and heads
+    controller = build_emotion_controller(EmotionControllerConfig(), model.config)
+    if perturb_controller:
+        perturb_(controller, std=0.2, seed=1)
+    model.attach_emotion_controller(controller.eval())
+    return model
+
+
+def test_labels():
+    assert EMOTIONS == ("neutral", "angry", "disgusted", "contempt", "fear", "happy", "sad", "surprised")
+    assert NULL_EMOTION == 8
+
+
+def test_controller_at_init_reproduces_stage_one_bit_for_bit():
+    torch.manual_seed(0)
+    model = MotionDiT(tiny_config()).eval()
+    perturb_(model)
+    inputs = make_inputs(batch=3)
+    before = model(**inputs)
+    model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(), model.config))
+    assert not torch.equal(before, torch.zeros_like(before))
+    for labels in (torch.tensor([0, 5, 8]), None):
+        assert torch.equal(model(**inputs, emotion=labels), before)
+
+
+def test_pose_never_depends_on_emotion():
+    model = stage_two_model(perturb_controller=True)
+    inputs = make_inputs(batch=2)
+    outs = [model(**inputs, emotion=torch.full((2,), e)) for e in range(NULL_EMOTION + 1)]
+    for out in outs[1:]:
+        assert torch.equal(out[..., 63:], outs[0][..., 63:])  # pose head reads the trunk only
+    assert not torch.allclose(outs[1][..., :63], outs[5][..., :63])  # expression does change
+
+
+def test_emotion_without_controller_and_bad_labels_raise():
+    model = MotionDiT(tiny_config()).eval()
+    with pytest.raises(ValueError, match="no emotion controller"):
+        model(**make_inputs(batch=2), emotion=torch.tensor([1, 2]))
+    model = stage_two_model()
+    with pytest.raises(ValueError, match=r"labels in \[0, 8\]"):
+        model(**make_inputs(batch=2), emotion=torch.tensor([1, 9]))
+    with pytest.raises(ValueError, match="must equal the DiT width"):
+        build_emotion_controller(EmotionControllerConfig(width=32), model.config)
+
+
+def test_nested_cfg_equals_three_separate_forwards():
+    model = stage_two_model(perturb_controller=True)
+    inputs = make_inputs(batch=2)
+    x_t, t = inputs.pop("x_t"), inputs.pop("t")
+    emotion = torch.tensor([1, 6])
+    calls = []
+    model.register_forward_hook(lambda m, args, kwargs, out: calls.append(out.shape[0]), with_kwargs=True)
+    eps = guided_eps(model, x_t, t, {**inputs, "emotion": emotion}, w_a=1.5, w_e=2.0)
+    assert calls == [6]  # the three passes in one batched forward
+    drop, keep, null = (
+        torch.tensor([True, True]),
+        torch.tensor([False, False]),
+        torch.full((2,), NULL_EMOTION),
+    )
+    e00 = model(x_t, t, **inputs, audio_drop=drop, emotion=null)
+    ea0 = model(x_t, t, **inputs, audio_drop=keep, emotion=null)
+    eae = model(x_t, t, **inputs, audio_drop=keep, emotion=emotion)
+    torch.testing.assert_close(eps, e00 + 1.5 * (ea0 - e00) + 2.0 * (eae - ea0), atol=1e-5, rtol=1e-5)
+
+
+def test_nested_cfg_windowed_generation_runs():
+    model = stage_two_model(perturb_controller=True)
+    schedule = NoiseSchedule.from_config(DiffusionConfig())
+    n = T + 3
+    out = generate_windowed(
+        model,
+        schedule,
+        torch.randn(2, n, 1, 16),
+        torch.randn(2, 133),
+        t_window=T,
+        tp=TP,
+        emotion=torch.tensor([2, 5]),
+        steps=3,
+        w_a=1.5,
+        w_e=1.5,
+    )
+    assert out.shape == (2, n, 70) and torch.isfinite(out).all()
+
+
+def test_stage_two_condition_drop_proportions():
+    emotion = torch.randint(0, 8, (20_000,), generator=torch.Generator().manual_seed(0))
+    audio_drop, emo = stage_two_condition_drop(emotion, 0.1, 0.1, generator=torch.Generator().manual_seed(1))
+    null = emo == NULL_EMOTION
+    assert abs(audio_drop.float().mean() - 0.1) < 0.01  # (∅, ∅)
+    assert abs((null & ~audio_drop).float().mean() - 0.1) < 0.01  # (a, ∅)
+    assert not (audio_drop & ~null).any()  # audio is never dropped while the emotion is kept
+    assert torch.equal(emo[~null], emotion[~null])
+
+
+@pytest.mark.parametrize("train_exp_head", [False, True])
+def test_freeze_stage_one_keeps_stage_one_weights_bit_identical(train_exp_head):
+    model = stage_two_model()
+    trainable = freeze_stage_one(model, train_exp_head=train_exp_head)
+    prefixes = (CONTROLLER_PREFIX, "exp_mlp.") if train_exp_head else (CONTROLLER_PREFIX,)
+    assert trainable and all(name.startswith(prefixes) for name in trainable)
+    frozen_before = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    ctrl_before = {n: p.clone() for n, p in model.named_parameters() if n.startswith(CONTROLLER_PREFIX)}
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    schedule = NoiseSchedule.from_config(DiffusionConfig())
+    model.emotion_controller.train()  # frozen trunk stays in eval mode, augment=True
+    for step in range(3):
+        inputs = make_inputs(batch=4, seed=step)
+        audio_drop, emotion = stage_two_condition_drop(torch.randint(0, 8, (4,)))
+        cond = {k: v for k, v in inputs.items() if k not in ("x_t", "t")}
+        cond.update(audio_drop=audio_drop, emotion=emotion, augment=True)
+        loss = training_loss(model, schedule, inputs["x_t"], cond)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        if n in frozen_before:
+            assert torch.equal(p, frozen_before[n]), n
+    assert any(not torch.equal(p, ctrl_before[n]) for n, p in model.named_parameters() if n in ctrl_before)
+
+
+def test_stage_one_checkpoint_loads_strictly_before_attaching():
+    stage_one = MotionDiT(tiny_config())
+    model = MotionDiT(tiny_config())
+    model.load_state_dict(stage_one.state_dict(), strict=True)
+    model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(), model.config))
+    missing, unexpected = model.load_state_dict(stage_one.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(CONTROLLER_PREFIX) for k in missing)
+
+
+def test_models_import_without_lightning():
+    code = (
+        "import sys; import models.dit, models.diffusion, models.emotion, models.aligner, models.conformer; "
+        "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules, "
+        "sorted(m for m in sys.modules if 'lightning' in m)"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
