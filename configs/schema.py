@@ -85,17 +85,6 @@ class LoggerConfig:
 
 
 @dataclass
-class SamplingConfig:
-    """Validation/generation sampling."""
-
-    steps: int = field(default=50, metadata={"range": (1, 1000)})  # DDIM steps
-    eta: float = field(default=0.0, metadata={"range": (0.0, 1.0)})
-    guidance_audio: float = field(default=1.5, metadata={"range": (0.0, 20.0)})  # w_a
-    guidance_emotion: float = field(default=1.5, metadata={"range": (0.0, 20.0)})  # w_e (stage two)
-    seed: int = 1234  # fixed noise for validation
-
-
-@dataclass
 class Stage2Config:
     """Stage two: emotion controller on the frozen stage-one DiT (DESIGN §6)."""
 
@@ -115,6 +104,7 @@ class EvalConfig:
     face_model_dir: Optional[str] = None  # LivePortrait base_models/ dir: enables rendering
     render_batch_size: int = field(default=8, metadata={"range": (1, None)})
     num_videos: int = field(default=2, metadata={"range": (0, None)})  # sample videos logged (rank zero)
+    sample_seed: int = 1234  # fixed sampling noise for validation and evaluation
 
 
 @dataclass
@@ -125,11 +115,12 @@ class ExperimentConfig:
     stage: str = field(default="stage1", metadata={"choices": ("stage1", "stage2")})
     run_dir: str = "runs/${name}"  # stable across requeues (never a timestamp)
     seed: int = 0
-    model: MotionDiTConfig = field(default_factory=MotionDiTConfig)
+    # MISSING on purpose: the preset's sizes fill depth/width/heads only when the section is built
+    # from the YAML (every experiment selects a model group, e.g. `defaults: {model: B}`).
+    model: MotionDiTConfig = MISSING
     emotion: EmotionControllerConfig = field(default_factory=EmotionControllerConfig)
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -158,6 +149,4 @@ class ExperimentConfig:
         s = self.stage2
         if abs(s.p_audio_emotion + s.p_audio_null + s.p_null_null - 1.0) > 1e-6:
             errors.append(("stage2.p_audio_emotion", "the three condition-dropout probabilities must sum to 1"))
-        if self.data.audio_source == "wav" and self.audio.name not in ("mel", "wav2vec2"):
-            errors.append(("audio.name", "unknown audio encoder"))
         return errors

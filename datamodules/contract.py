@@ -39,9 +39,7 @@ FPS = 25
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
-# Emotion labels (DESIGN §6); index 8 is the null / unlabelled condition.
-EMOTIONS = ("neutral", "angry", "disgusted", "contempt", "fear", "happy", "sad", "surprised")
-NULL_EMOTION = len(EMOTIONS)
+from models.emotion import EMOTIONS, NULL_EMOTION  # noqa: E402  (labels of DESIGN §6; 8 = null)
 
 REQUIRED_MEMBERS = ("motion.npy", "kp.npy", "wav", "json", "sha256")
 OPTIONAL_MEMBERS = ("audio.npy", "mp4")

@@ -1,0 +1,152 @@
+"""The motion-diffusion LightningModule: stage one, and stage two by configuration (DESIGN §5, §6).
+
+Stage one trains the audio aligner and the MotionDiT. Stage two attaches the emotion controller,
+freezes every stage-one parameter (optionally not the Exp-MLP), and trains with per-sample
+condition dropout (audio, emotion) / (audio, ∅) / (∅, ∅). The frozen audio encoder and the networks
+are built in `configure_model` (idempotent, as DeepSpeed requires). Normalisation statistics and
+the resolved config travel with every checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from configs.loader import to_container
+from configs.schema import ExperimentConfig
+from models.audio import build_audio_encoder
+from models.diffusion.loss import training_loss
+from models.diffusion.sampling import sample
+from models.diffusion.schedule import NoiseSchedule
+from models.dit import MotionDiT, build_motion_dit, make_id_feat
+from models.emotion import build_emotion_controller, freeze_stage_one, stage_two_condition_drop
+from models.motion import MotionStats, denormalize_motion
+from pl_modules.validation import motion_validation_metrics
+
+
+class MotionDiffusionModule(pl.LightningModule):
+    """ε-prediction diffusion over 70-d motion windows conditioned on audio, identity and context."""
+
+    def __init__(self, cfg: ExperimentConfig, stats: MotionStats) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.stats = stats
+        self.save_hyperparameters({"config": to_container(cfg), "motion_stats": stats.to_dict()})
+        self.schedule = NoiseSchedule.from_config(cfg.diffusion)
+        self.model: MotionDiT | None = None
+        # The frozen audio encoder is deliberately not a registered submodule: it never enters
+        # checkpoints or the optimiser and is rebuilt from its own files (`configure_model`).
+        self._audio_encoder: list[torch.nn.Module] = []
+        self.val_outputs: list[dict[str, Any]] = []
+        self._data_stats: dict[int, tuple[int, int]] = {}
+
+    # ---------------------------------------------------------------------------------- building
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        if self.cfg.data.audio_source == "wav":
+            self._audio_encoder = [build_audio_encoder(self.cfg.audio).eval().requires_grad_(False)]
+        self.model = build_motion_dit(self.cfg.model)
+        if self.cfg.stage == "stage2":
+            self.model.attach_emotion_controller(build_emotion_controller(self.cfg.emotion, self.cfg.model))
+            freeze_stage_one(self.model, self.cfg.stage2.train_exp_mlp)
+
+    def train(self, mode: bool = True) -> MotionDiffusionModule:
+        """Stage two keeps the frozen stage-one network in eval mode (no dropout) while training."""
+        super().train(mode)
+        if mode and self.cfg.stage == "stage2" and self.model is not None:
+            self.model.eval()
+            self.model.emotion_controller.train()
+            if self.cfg.stage2.train_exp_mlp:
+                self.model.exp_mlp.train()
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        warm = max(o.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------------- batches
+
+    def audio_features(self, batch: dict[str, Any]) -> Tensor:
+        """(B, Tp+T, L, C) encoder features of the window (computed here for wav batches)."""
+        if self.cfg.data.audio_source == "precomputed":
+            return batch["audio"].float()
+        frames = batch["motion"].shape[1]
+        encoder = self._audio_encoder[0].to(self.device)
+        with torch.no_grad():
+            return encoder(batch["audio"].float(), frames).to(batch["motion"].dtype)  # (B, Tp+T, L, C)
+
+    def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
+        tp = self.cfg.model.tp
+        return {
+            "audio": self.audio_features(batch),
+            "id_feat": make_id_feat(batch["kp"], batch["ref_motion"]),
+            "context": batch["motion"][:, :tp],
+            "context_drop": ~batch["has_context"],  # clips cut at their start: the start token
+        }
+
+    # ---------------------------------------------------------------------------------- steps
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        cond = self.conditions(batch)
+        if self.cfg.stage == "stage2":
+            s2 = self.cfg.stage2
+            cond["audio_drop"], cond["emotion"] = stage_two_condition_drop(batch["emotion"], s2.p_null_null, s2.p_audio_null)
+            cond["augment"] = True  # the frozen trunk runs in eval mode but keeps context noise
+        x0 = batch["motion"][:, self.cfg.model.tp :]
+        out = training_loss(self.model, self.schedule, x0, cond)
+        b = x0.shape[0]
+        self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
+        self.log("train/mse_exp", out["mse_exp"], batch_size=b)
+        self.log("train/mse_pose", out["mse_pose"], batch_size=b)
+        self._log_data_stats(batch)
+        return out["loss"]
+
+    def _log_data_stats(self, batch: dict[str, Any]) -> None:
+        if "data_stats" not in batch:
+            return
+        worker, seen, bad = batch["data_stats"].tolist()
+        self._data_stats[worker] = (seen, bad)
+        self.log("data/bad_samples", float(sum(v[1] for v in self._data_stats.values())), batch_size=1)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        cond = self.conditions(batch)
+        emotion = batch["emotion"] if self.cfg.stage == "stage2" else None
+        d = self.cfg.diffusion
+        if emotion is not None:
+            cond["emotion"] = emotion
+        generator = torch.Generator(self.device).manual_seed(self.cfg.eval.sample_seed + batch_idx)
+        gt = batch["motion"][:, self.cfg.model.tp :]
+        gen = sample(self.model, self.schedule, cond, tuple(gt.shape), d.sampler, d.sampling_steps, d.eta,
+                     d.w_a, d.w_e if emotion is not None else None, generator)  # (B, T, 70)
+        mse = (gen - gt).square().mean()
+        self.log("val/mse", mse, batch_size=gt.shape[0], sync_dist=True)
+        raw = denormalize_motion(gen, self.stats, batch["pose_mean"][:, None])  # (B, T, 70)
+        raw_gt = denormalize_motion(gt, self.stats, batch["pose_mean"][:, None])
+        self.val_outputs.append({"gen": raw.float().cpu(), "gt": raw_gt.float().cpu(), "kp": batch["kp"].cpu(),
+                                 "wav": batch.get("wav"), "key": batch["key"]})
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_outputs = []
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.val_outputs:
+            return
+        metrics = motion_validation_metrics(self.val_outputs)
+        for name, value in metrics.items():
+            self.log(f"val/{name}", value, sync_dist=True)
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["motion_stats"] = self.stats.to_dict()
