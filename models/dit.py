@@ -205,9 +205,9 @@ class MotionDiT(nn.Module):
             context = context.to(dtype)
             if augment:
                 sigma = torch.rand(b, 1, 1, device=device, dtype=dtype) * c.context_noise_max  # (B, 1, 1)
-            else:
-                sigma = torch.full((b, 1, 1), c.context_noise_eval, device=device, dtype=dtype)
-            context = context + sigma * torch.randn_like(context) if sigma.any() else context
+                context = context + sigma * torch.randn_like(context)
+            elif c.context_noise_eval > 0:
+                context = context + c.context_noise_eval * torch.randn_like(context)
             ctx_tokens = torch.where(start, self.start_motion.to(dtype), self.m_proj(context))  # (B, Tp, D)
         h = torch.cat([ctx_tokens, self.m_proj(x_t.to(dtype))], dim=1)  # (B, S, D)
 
@@ -217,7 +217,7 @@ class MotionDiT(nn.Module):
         if audio.shape[1] == n:  # (B, T, L, C): first window, nothing before it
             audio = torch.cat([audio[:, :1].expand(-1, c.tp, -1, -1), audio], dim=1)  # (B, S, L, C)
         key_mask = None
-        if use_start.any():
+        if context is None or augment or context_drop is not None:  # some samples may use the start token
             edge = audio[:, c.tp : c.tp + 1].expand(-1, c.tp, -1, -1)  # (B, Tp, L, C)
             ctx_audio = torch.where(use_start[:, None, None, None], edge, audio[:, : c.tp])  # (B, Tp, L, C)
             audio = torch.cat([ctx_audio, audio[:, c.tp :]], dim=1)  # (B, S, L, C)
