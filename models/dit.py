@@ -165,13 +165,14 @@ class MotionDiT(nn.Module):
         if audio_drop is None:
             audio_drop = torch.zeros(batch, dtype=torch.bool, device=device)
         if context is None:  # first window: nothing to condition on
-            use_start = torch.ones(batch, dtype=torch.bool, device=device)
-        elif context_drop is not None:
+            return audio_drop.to(device=device, dtype=torch.bool), torch.ones(
+                batch, dtype=torch.bool, device=device
+            )
+        use_start = torch.zeros(batch, dtype=torch.bool, device=device)
+        if context_drop is not None:  # samples that must use it (e.g. clips cut at their first frame)
             use_start = context_drop.to(device=device, dtype=torch.bool)
-        elif augment:
-            use_start = torch.rand(batch, device=device) < c.start_token_prob
-        else:
-            use_start = torch.zeros(batch, dtype=torch.bool, device=device)
+        if augment:  # plus start_token_prob of all samples (how the first window is learnt)
+            use_start = use_start | (torch.rand(batch, device=device) < c.start_token_prob)
         return audio_drop.to(device=device, dtype=torch.bool), use_start
 
     def trunk(
@@ -270,8 +271,9 @@ class MotionDiT(nn.Module):
         id_feat: (B, 133) from `make_id_feat`. context: (B, Tp, 70) clean normalised previous
             frames, or None ⇒ start token for every sample.
         audio_drop: (B,) bool, True ⇒ null audio (CFG). None ⇒ drawn with audio_dropout_prob when
-            augmenting, else no drop. context_drop: (B,) bool, True ⇒ start token; None ⇒ drawn
-            with start_token_prob when augmenting. emotion: (B,) long, only with a controller.
+            augmenting, else no drop (an explicit mask is used as is, e.g. stage two's 80/10/10).
+            context_drop: (B,) bool, True ⇒ start token for that sample; when augmenting, a further
+            start_token_prob of all samples is drawn on top. emotion: (B,) long, only with a controller.
         augment: apply training-time randomness (audio/context drops, context noise); defaults
             to `self.training` (stage two runs the frozen trunk in eval mode with augment=True).
         Returns ε̂: (B, T, 70), exp (63) then pose (7).

@@ -109,6 +109,21 @@ def test_training_randomness_is_seeded_and_switchable():
     assert not torch.equal(a, model(**inputs))
 
 
+def test_context_drop_is_forced_and_augmented_on_top():
+    model = MotionDiT(tiny_config(start_token_prob=0.5))
+    drop = torch.tensor([True, False, False, False])
+    torch.manual_seed(0)
+    _, use_start = model._masks(4, "cpu", torch.zeros(4, TP, 70), None, drop, augment=False)
+    assert torch.equal(use_start, drop)  # not augmenting: exactly the given mask
+    starts = torch.stack(
+        [model._masks(4, "cpu", torch.zeros(4, TP, 70), None, drop, True)[1] for _ in range(200)]
+    )
+    assert starts[:, 0].all()  # forced samples always use the start token
+    assert 0.35 < starts[:, 1:].float().mean() < 0.65  # the others with start_token_prob
+    audio_drop = torch.tensor([True, False, True, False])
+    assert torch.equal(model._masks(4, "cpu", None, audio_drop, None, True)[0], audio_drop)  # audio: exact
+
+
 def test_context_noise_only_when_augmenting():
     model = MotionDiT(tiny_config(audio_dropout_prob=0.0, start_token_prob=0.0)).eval()
     perturb_(model)
