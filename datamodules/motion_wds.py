@@ -146,7 +146,10 @@ class WindowMaker:
             torch.from_numpy(s["motion"][idx]), self.stats, torch.from_numpy(pose_mean)
         ).numpy()  # (≤Tp+T, 70)
         motion = np.pad(motion, ((pad, 0), (0, 0)))  # (Tp+T, 70)
-        ref = normalize_motion(torch.from_numpy(s["motion"][0]), self.stats, torch.from_numpy(pose_mean)).numpy()
+        # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
+        # the reference pose is the pose mean: the identity feature carries its expression only.
+        first = torch.from_numpy(s["motion"][0])
+        ref = normalize_motion(first, self.stats, first[63:70]).numpy()
         emotion = s["meta"]["emotion"]
         out = {
             "motion": motion.astype(np.float32),

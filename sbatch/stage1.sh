@@ -1,0 +1,22 @@
+#!/bin/bash
+# Stage one on a SLURM cluster (DESIGN §10, reference stack.md §1.7):
+#   sbatch sbatch/stage1.sh [key=value ...]          e.g. sbatch --nodes=4 sbatch/stage1.sh optim.lr=2e-4
+# One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
+# 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →
+# the same command resumes from runs/<name>/checkpoints/last.ckpt, continuing the same W&B run.
+#SBATCH --job-name=playmate-stage1
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --cpus-per-task=10
+#SBATCH --mem=0
+#SBATCH --time=24:00:00
+#SBATCH --signal=SIGUSR1@600
+#SBATCH --requeue
+#SBATCH --open-mode=append
+#SBATCH --output=logs/%x-%j.out
+set -euo pipefail
+cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
+CONFIG=${CONFIG:-configs/stage1.yaml}
+EXPERIMENT=${EXPERIMENT:-stage1}
+source sbatch/_train.sh

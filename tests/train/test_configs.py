@@ -1,0 +1,76 @@
+"""Configs: every YAML loads; bad keys, types, values and combinations fail with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from configs.loader import ConfigError, load_config
+from configs.schema import ExperimentConfig
+
+ROOT = Path(__file__).resolve().parents[2] / "configs"
+DATA = ["data.train_shards=[x]"]
+
+
+@pytest.mark.parametrize("experiment", ["stage1.yaml", "stage2.yaml"])
+@pytest.mark.parametrize("group,name", [(p.parent.name, p.stem) for p in sorted(ROOT.glob("*/*.yaml"))])
+def test_every_group_file_loads_in_every_experiment(experiment, group, name, monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    extra = ["stage2.init_from=ckpt"] if experiment == "stage2.yaml" else []
+    if group == "trainer" and name.startswith("deepspeed"):
+        extra.append("trainer.accelerator=gpu")
+    cfg = load_config(ExperimentConfig, ROOT / experiment, [f"{group}={name}", *DATA, *extra])
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.model.depth is not None and cfg.model.width % cfg.model.heads == 0
+
+
+def test_other_yaml_files_load():
+    from datamodules.prepare.config import PrepareConfig
+
+    cfg = load_config(PrepareConfig, ROOT / "prepare.yaml", ["dataset=generic", "input=in", "output=out"])
+    assert cfg.dataset == "generic"
+
+
+def test_group_selection_and_overrides():
+    cfg = load_config(ExperimentConfig, ROOT / "stage1.yaml", ["model=tiny", "trainer=cpu", "optim.lr=3e-4", *DATA])
+    assert (cfg.model.preset, cfg.model.depth, cfg.model.width) == ("tiny", 2, 64)
+    assert cfg.trainer.accelerator == "cpu" and cfg.optim.lr == 3e-4
+    assert cfg.run_dir == "runs/stage1"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["data.batch_sise=8"], "data.batch_sise: unknown key; did you mean 'data.batch_size'?"),
+        (["optim.lr=fast"], "optim.lr: "),
+        ([], "data.train_shards: missing mandatory value"),
+        (["data.batch_size=30", "trainer.devices=4"], "data.batch_size: global batch 30 is not divisible"),
+        (["optim.lr=2.0"], "optim.lr: 2.0 is out of range"),
+        (["trainer.strategy=deepspeed_stage2"], "did you mean 'deepspeed_stage_2'?"),
+        (["model=tinny"], "model=tinny: no file"),
+        (["trainer=cpu", "trainer.strategy=deepspeed_stage_2"], "trainer.strategy: deepspeed_stage_2 needs CUDA"),
+        (["lr"], "not of the form key=value"),
+    ],
+)
+def test_config_errors_are_one_clear_line(overrides, message):
+    ov = overrides if any(o.startswith("data.train_shards") for o in overrides) or overrides == [] else [*overrides, *DATA]
+    if overrides == []:
+        ov = []
+    with pytest.raises(ConfigError) as e:
+        load_config(ExperimentConfig, ROOT / "stage1.yaml", ov)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_stage2_requires_init_from():
+    with pytest.raises(ConfigError, match="stage2.init_from"):
+        load_config(ExperimentConfig, ROOT / "stage2.yaml", DATA)
+
+
+def test_cli_prints_one_line_and_exits_2(capsys):
+    from pl_modules.cli import main
+
+    assert main(["train", str(ROOT / "stage1.yaml"), "data.batch_sise=8", *DATA]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'data.batch_size'" in err[0]

@@ -1,0 +1,166 @@
+"""Training end to end on CPU: checkpoints, resume, export, stage two, SLURM requeue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_random_dataset
+
+from configs.loader import load_config
+from configs.schema import ExperimentConfig
+from pl_modules.train import resolve, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_overrides(ds: Path, run_dir: Path, steps: int, **extra: str) -> list[str]:
+    base = {
+        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t", "run_dir": str(run_dir),
+        "data.train_shards": f"[{ds}]", "data.val_shards": f"[{ds}]", "data.batch_size": "4",
+        "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4", "data.val_batch_size": "4",
+        "trainer.max_steps": str(steps), "trainer.ckpt_every_n_steps": "2", "trainer.val_every_n_steps": "4",
+        "trainer.limit_val_batches": "1", "diffusion.sampling_steps": "4", "optim.warmup_steps": "2",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def run(config: str, overrides: list[str]):
+    os.environ["PLAYMATE_PROGRESS"] = "0"
+    return train(resolve(load_config(ExperimentConfig, ROOT / "configs" / config, overrides)))
+
+
+@pytest.fixture(scope="module")
+def stage1_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stage1")
+    write_random_dataset(tmp / "ds", clips=8, per_shard=2, emotions=True)
+    trainer = run("stage1.yaml", tiny_overrides(tmp / "ds", tmp / "run", steps=4))
+    return tmp, trainer
+
+
+def test_stage1_trains_checkpoints_and_logs(stage1_run):
+    tmp, trainer = stage1_run
+    ckpts = tmp / "run" / "checkpoints"
+    assert (ckpts / "last.ckpt").is_file() and (ckpts / "step00000004.ckpt").is_file()
+    assert trainer.global_step == 4
+    assert (tmp / "run" / "config.yaml").read_text().count("preset: tiny") == 1
+    ck = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert "motion_stats" in ck and not any(k.startswith("audio") and "encoder" in k for k in ck["state_dict"])
+    assert torch.isfinite(trainer.callback_metrics["val/mse"])
+
+
+def test_second_invocation_resumes(stage1_run, tmp_path):
+    tmp, _ = stage1_run
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tmp / "run", run_dir)
+    before = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ema_before = next(v for k, v in before["callbacks"].items() if k.startswith("EMACallback"))["shadow"]
+    trainer = run("stage1.yaml", tiny_overrides(tmp / "ds", run_dir, steps=6))
+    assert trainer.global_step == 6
+    assert trainer.ckpt_path and trainer.ckpt_path.endswith("last.ckpt")
+    ema = next(c for c in trainer.callbacks if type(c).__name__ == "EMACallback")
+    assert ema._loaded is not None and all(torch.equal(ema._loaded[k], v) for k, v in ema_before.items())
+    adam_steps = {int(s["step"]) for s in trainer.optimizers[0].state.values()}
+    assert adam_steps == {6}  # optimiser state continued from step 4, not restarted
+
+
+def test_export_reproduces_outputs(stage1_run, tmp_path):
+    from pl_modules.checkpoints import export, load_motion_model, model_weights, read_checkpoint
+    from pl_modules.cli import main
+
+    tmp, _ = stage1_run
+    ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
+    assert main(["export", str(ckpt), str(tmp_path / "exp")]) == 0
+    model, cfg, stats = load_motion_model(tmp_path / "exp")
+    reference, _, _ = load_motion_model(ckpt)
+    sd = model_weights(read_checkpoint(ckpt))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 100, 70, generator=g)
+    args = (x, torch.tensor([10, 500]), torch.randn(2, 125, 1, 80, generator=g), torch.randn(2, 133, generator=g),
+            torch.randn(2, 25, 70, generator=g))
+    assert torch.equal(model(*args, augment=False), reference(*args, augment=False))
+    assert stats.exp_mean.shape == (63,) and cfg["model"]["preset"] == "tiny"
+    export(ckpt, tmp_path / "exp_raw", use_ema=False)
+    assert not torch.equal(torch.load(tmp_path / "exp_raw" / "model.pt", weights_only=True)["pose_mlp.2.weight"],
+                           torch.load(tmp_path / "exp" / "model.pt", weights_only=True)["pose_mlp.2.weight"])
+
+
+def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path):
+    from pl_modules.checkpoints import export, model_weights, read_checkpoint
+
+    tmp, _ = stage1_run
+    exp_dir = export(tmp / "run" / "checkpoints" / "last.ckpt", tmp_path / "exp")
+    start = model_weights(read_checkpoint(exp_dir))
+    trainer = run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "run2", steps=3,
+                                                 **{"stage2.init_from": str(exp_dir), "optim.lr": "1e-2"}))
+    model = trainer.lightning_module.model
+    after = model.state_dict()
+    for k, v in start.items():
+        assert torch.equal(after[k], v), k
+    ctrl = {id(p) for n, p in model.named_parameters() if n.startswith("emotion_controller.")}
+    opt_params = [p for g in trainer.optimizers[0].param_groups for p in g["params"]]
+    assert opt_params and {id(p) for p in opt_params} == ctrl
+    moved = [n for n, p in model.named_parameters() if n.startswith("emotion_controller.") and p.abs().sum() > 0]
+    assert moved  # the controller did train
+
+
+def test_stage2_rejects_a_mismatched_checkpoint(stage1_run, tmp_path):
+    tmp, _ = stage1_run
+    with pytest.raises(ValueError, match="does not match the model"):
+        run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "r", steps=1, model="S",
+                                          **{"stage2.init_from": str(tmp / "run" / "checkpoints" / "last.ckpt")}))
+
+
+# ------------------------------------------------------------------ SLURM: fake environment
+
+
+def _shims(bin_dir: Path) -> None:
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\necho $$ > "$SHIM_PID"\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$@" >> "$SCONTROL_LOG"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+
+
+def test_sbatch_script_under_fake_slurm_requeues_and_resumes(tmp_path):
+    write_random_dataset(tmp_path / "ds", clips=8, per_shard=2)
+    _shims(tmp_path / "bin")
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
+           "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
+           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "playmate-stage1",
+           "SLURM_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(ROOT), "RUN_DIR": str(tmp_path / "run"),
+           "EXPERIMENT": "slurmtest", "SHIM_PID": str(tmp_path / "pid"), "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
+           "MASTER_ADDR": "127.0.0.1"}
+    ov = [o for o in tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=100000) if not o.startswith(("run_dir=", "name="))]
+    ov = [o for o in ov if not o.startswith("trainer.val_every")] + ["trainer.val_every_n_steps=0"]
+    proc = subprocess.Popen(["bash", str(ROOT / "sbatch" / "stage1.sh"), *ov], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpts = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 240
+    while not list(ckpts.glob("step*.ckpt")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read()
+    os.kill(int((tmp_path / "pid").read_text()), signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    cfg = (tmp_path / "run" / "config.yaml").read_text()
+    assert "devices: 1" in cfg and "num_nodes: 1" in cfg and "name: slurmtest" in cfg
+    step = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert step >= 2
+    ov2 = [o if not o.startswith("trainer.max_steps") else f"trainer.max_steps={step + 2}" for o in ov]
+    out2 = subprocess.run(["bash", str(ROOT / "sbatch" / "stage1.sh"), *ov2], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=240)
+    assert out2.returncode == 0, out2.stdout + out2.stderr
+    assert "Restored all states from the checkpoint" in out2.stdout + out2.stderr
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == step + 2
