@@ -115,9 +115,9 @@ class InceptionI3d(nn.Module):
         """(B, 3, T, 224, 224) in [−1, 1] → (B, num_classes) logits averaged over time."""
         for name in self._order:
             x = getattr(self, name)(x)  # ... → (B, 1024, ⌈T/8⌉, 7, 7)
-        x = self.logits(self.dropout(self.avg_pool(x)))  # (B, 400, t', 1, 1)
-        if x.shape[2] == 0:
+        if x.shape[2] < self.avg_pool.kernel_size[0]:
             raise ValueError(f"I3D produced no temporal logit steps: clips need ≥ {MIN_FRAMES} frames")
+        x = self.logits(self.dropout(self.avg_pool(x)))  # (B, 400, t', 1, 1)
         return x.flatten(3).mean(dim=(2, 3))  # (B, 400)
 
     @classmethod
@@ -196,7 +196,7 @@ class FVD(FeatureNetHolder, FrechetDistance):
         c = self.config
         clips = sample_clips(videos, c.clip_len, c.clip_sampling, self._gen)  # (N, L, 3, H, W)
         n, length = clips.shape[:2]
-        dev = next(self.net.parameters()).device
+        dev = next(iter(self.net.parameters()), videos).device
         x = clips.reshape(n * length, *clips.shape[2:]).to(dev, torch.float32)
         x = resize_frames(x, c.resize) * (2.0 / 255.0) - 1.0  # (N·L, 3, 224, 224) in [−1, 1]
         x = x.reshape(n, length, 3, 224, 224).transpose(1, 2)  # (N, 3, L, 224, 224)
