@@ -1,0 +1,214 @@
+"""Frozen audio encoders: 16 kHz waveform → per-video-frame features of every layer (DESIGN §5).
+
+Both encoders share one interface, ``forward(wav (B, S), num_frames) → (B, num_frames, L, C)`` at
+25 fps, so the aligner and the DiT never know which one produced their input:
+
+* ``wav2vec2``: a transformers `Wav2Vec2Model` from a local directory (never downloaded); all L
+  transformer hidden states (``hidden_states[1:]``) linearly interpolated from 50 Hz to the video
+  frame count (method.md §3.2, Hallo/PM2 convention); C = hidden_size.
+* ``mel``: weight-free log-mel, one STFT frame per video frame (hop 640 samples, centred on the
+  middle of the video frame), L = 1, C = n_mels. torch only (no torchaudio).
+
+`audio_feature_shape(cfg)` gives (L, C) without loading weights (wav2vec2: reads config.json only),
+so the DiT can be sized first. `build_audio_encoder(cfg)` is the one function that reads files.
+
+Shape legend: B batch · S samples (16 kHz) · N encoder frames · T video frames (25 fps) · L layers ·
+C channels · F frequency bins · M mel bands.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SAMPLE_RATE = 16_000
+FPS = 25
+HOP = SAMPLE_RATE // FPS  # 640 samples per video frame
+WAV2VEC2_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                    "pytorch_model.bin.index.json")
+
+
+@dataclass
+class AudioEncoderConfig:
+    """Which frozen audio encoder turns the waveform into per-frame features."""
+
+    name: str = field(default="mel", metadata={"choices": ("mel", "wav2vec2")})
+    wav2vec2_path: Optional[str] = None  # local transformers directory (config.json + weights)
+    n_mels: int = field(default=80, metadata={"range": (1, 512)})  # mel bands (mel: C = n_mels)
+    n_fft: int = field(default=1024, metadata={"range": (640, 8192)})  # 64 ms window ≥ one 640-sample hop
+    f_min: float = field(default=40.0, metadata={"range": (0.0, 8000.0)})  # Hz
+    f_max: float = field(default=7600.0, metadata={"range": (1.0, 8000.0)})  # Hz, below Nyquist (8 kHz)
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        """(L, C) of this encoder's features (see `audio_feature_shape`)."""
+        return audio_feature_shape(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# Log-mel (weight-free)
+# ------------------------------------------------------------------------------------------------
+
+
+def hz_to_mel(f: Tensor) -> Tensor:
+    """HTK mel scale: 2595·log10(1 + f/700)."""
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+def mel_to_hz(m: Tensor) -> Tensor:
+    return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+
+
+def mel_filterbank(n_fft: int, n_mels: int, f_min: float, f_max: float, sample_rate: int = SAMPLE_RATE) -> Tensor:
+    """Triangular HTK-mel filters (F = n_fft//2 + 1, M), each normalised to unit area (Slaney-style)."""
+    freqs = torch.linspace(0.0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # (F,)
+    edges = mel_to_hz(torch.linspace(hz_to_mel(torch.tensor(f_min)), hz_to_mel(torch.tensor(f_max)), n_mels + 2,
+                                     dtype=torch.float64))  # (M+2,)
+    lo, mid, hi = edges[:-2], edges[1:-1], edges[2:]  # (M,) each
+    up = (freqs[:, None] - lo) / (mid - lo)  # (F, M)
+    down = (hi - freqs[:, None]) / (hi - mid)
+    fb = torch.clamp(torch.minimum(up, down), min=0.0)
+    fb = fb * (2.0 / (hi - lo))  # equal area per band
+    return fb.float()  # (F, M)
+
+
+LOG_MEL_SHIFT = 6.5  # fixed affine (no data statistics): (ln(mel + 1e-6) + 6.5) / 4 ≈ N(0, 1) on speech
+LOG_MEL_SCALE = 4.0
+
+
+class MelEncoder(nn.Module):
+    """Weight-free log-mel: (B, S) → (B, T, 1, n_mels), frame t centred on sample 640·t + 320."""
+
+    pads_with_silence = True  # a clip's features do not depend on zero padding after its end
+
+    def __init__(self, cfg: AudioEncoderConfig) -> None:
+        super().__init__()
+        if cfg.n_fft < HOP:
+            raise ValueError(f"audio.n_fft {cfg.n_fft} must be ≥ the hop of {HOP} samples (one video frame)")
+        if not 0.0 <= cfg.f_min < cfg.f_max <= SAMPLE_RATE / 2:
+            raise ValueError(f"need 0 ≤ audio.f_min < audio.f_max ≤ 8000 Hz, got {cfg.f_min}, {cfg.f_max}")
+        self.n_fft = cfg.n_fft
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
+        self.register_buffer("fb", mel_filterbank(cfg.n_fft, cfg.n_mels, cfg.f_min, cfg.f_max), persistent=False)
+
+    def forward(self, wav: Tensor, num_frames: int) -> Tensor:
+        """wav: (B, S) float in [−1, 1] at 16 kHz → (B, num_frames, 1, n_mels); missing audio = silence."""
+        need = num_frames * HOP
+        x = F.pad(wav.float()[:, :need], (0, max(need - wav.shape[1], 0)))  # (B, T·640)
+        side = (self.n_fft - HOP) // 2  # frames of n_fft centred on each 640-sample chunk
+        x = F.pad(x, (side, self.n_fft - HOP - side))  # (B, n_fft + 640·(T−1))
+        spec = torch.stft(x, self.n_fft, hop_length=HOP, window=self.window, center=False,
+                          return_complex=True)  # (B, F, T)
+        power = spec.real.square() + spec.imag.square()  # (B, F, T)
+        mel = torch.einsum("bft,fm->btm", power, self.fb)  # (B, T, M)
+        feats = (torch.log(mel + 1e-6) + LOG_MEL_SHIFT) / LOG_MEL_SCALE  # ≈ zero mean, unit spread on speech
+        return feats[:, :, None, :]  # (B, T, 1, M)
+
+
+# ------------------------------------------------------------------------------------------------
+# wav2vec2 (frozen, from a local directory)
+# ------------------------------------------------------------------------------------------------
+
+
+class Wav2Vec2Encoder(nn.Module):
+    """Frozen transformers Wav2Vec2Model: (B, S) → all hidden layers at 25 fps (B, T, L, C)."""
+
+    pads_with_silence = False  # attention and normalisation see the whole input: encode clips one by one
+
+    def __init__(self, model: nn.Module, normalize: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.normalize = normalize  # zero-mean unit-variance per utterance (the feature extractor's do_normalize)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> Wav2Vec2Encoder:
+        """Always eval: a frozen encoder never applies dropout or SpecAugment masking."""
+        return super().train(False)
+
+    def forward(self, wav: Tensor, num_frames: int) -> Tensor:
+        """wav: (B, S) float in [−1, 1] at 16 kHz → (B, num_frames, L, C)."""
+        x = wav.float()
+        if self.normalize:
+            x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-7)
+        hidden = self.model(x, output_hidden_states=True).hidden_states[1:]  # L × (B, N, C)
+        h = torch.stack(hidden, dim=1)  # (B, L, N, C)
+        b, l, n, c = h.shape
+        h = h.permute(0, 1, 3, 2).reshape(b * l, c, n)  # (B·L, C, N)
+        h = F.interpolate(h, size=num_frames, mode="linear", align_corners=True)  # (B·L, C, T)
+        return h.reshape(b, l, c, num_frames).permute(0, 3, 1, 2)  # (B, T, L, C)
+
+
+def _wav2vec2_dir(cfg: AudioEncoderConfig) -> Path:
+    """The configured directory, or a FileNotFoundError naming the key and every missing file."""
+    if not cfg.wav2vec2_path:
+        raise ValueError("audio.wav2vec2_path is not set: the wav2vec2 encoder needs a local transformers "
+                         "directory (config.json + model.safetensors); set audio.wav2vec2_path=DIR or audio.name=mel")
+    d = Path(cfg.wav2vec2_path).expanduser()
+    if not d.is_dir():
+        raise FileNotFoundError(f"audio.wav2vec2_path: {d} is not a directory; it must hold a transformers "
+                                "Wav2Vec2 model saved with save_pretrained (config.json + model.safetensors)")
+    missing = [] if (d / "config.json").is_file() else ["config.json"]
+    if not any((d / w).is_file() for w in WAV2VEC2_WEIGHTS):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        raise FileNotFoundError(f"audio.wav2vec2_path: {d} is incomplete, missing {', '.join(missing)}; "
+                                "download the model once (e.g. huggingface-cli download) and point the key at it")
+    return d
+
+
+def load_wav2vec2(cfg: AudioEncoderConfig) -> Wav2Vec2Encoder:
+    """Load the frozen wav2vec2 encoder from `cfg.wav2vec2_path` (local files only; never downloads)."""
+    from transformers import Wav2Vec2Model
+
+    d = _wav2vec2_dir(cfg)
+    model = Wav2Vec2Model.from_pretrained(str(d), local_files_only=True)
+    pre = d / "preprocessor_config.json"
+    normalize = bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
+    return Wav2Vec2Encoder(model, normalize=normalize)
+
+
+# ------------------------------------------------------------------------------------------------
+# Registry
+# ------------------------------------------------------------------------------------------------
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    """Attribute access that also works on an OmegaConf DictConfig of AudioEncoderConfig."""
+    return getattr(cfg, key, default)
+
+
+def audio_feature_shape(cfg: AudioEncoderConfig) -> tuple[int, int]:
+    """(L, C) of the encoder's per-frame features, without loading weights (wav2vec2: config.json)."""
+    name = _get(cfg, "name")
+    if name == "mel":
+        return 1, int(_get(cfg, "n_mels"))
+    if name == "wav2vec2":
+        d = _wav2vec2_dir(cfg)
+        c = json.loads((d / "config.json").read_text())
+        return int(c["num_hidden_layers"]), int(c["hidden_size"])
+    raise ValueError(f"audio.name {name!r} is not one of ['mel', 'wav2vec2']")
+
+
+def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
+    """The frozen encoder named by `cfg.name` (eval mode, no gradients); wav2vec2 reads its local files."""
+    name = _get(cfg, "name")
+    if name == "mel":
+        enc: nn.Module = MelEncoder(cfg)
+    elif name == "wav2vec2":
+        enc = load_wav2vec2(cfg)
+    else:
+        raise ValueError(f"audio.name {name!r} is not one of ['mel', 'wav2vec2']")
+    return enc.eval().requires_grad_(False)
+
+
+def frames_for_samples(num_samples: int) -> int:
+    """Video frames covered by `num_samples` audio samples at 25 fps (ceil)."""
+    return math.ceil(num_samples / HOP)

@@ -1,0 +1,111 @@
+"""Audio encoders (mel, wav2vec2 from a local directory) and precomputed features in shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.audio import (
+    AudioEncoderConfig,
+    MelEncoder,
+    audio_feature_shape,
+    build_audio_encoder,
+    mel_filterbank,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_wav2vec2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer, width-32 Wav2Vec2Model saved with save_pretrained (the real format)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    cfg = Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),  # 320-sample stride, like the real one
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+    )
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("w2v")
+    Wav2Vec2Model(cfg).save_pretrained(d)
+    return d
+
+
+def _wav(b: int = 2, seconds: float = 2.0, seed: int = 0) -> torch.Tensor:
+    from datamodules.synthetic import synth_audio
+
+    return torch.from_numpy(np.stack([synth_audio(seconds, seed + i) for i in range(b)]).astype(np.float32) / 32768)
+
+
+def test_mel_shapes_and_determinism() -> None:
+    cfg = AudioEncoderConfig()
+    enc = build_audio_encoder(cfg)
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    wav = _wav()  # (2, 32000) = 50 frames
+    for frames in (50, 37, 61):  # exact, truncated, zero-padded
+        f = enc(wav, frames)
+        assert f.shape == (2, frames, 1, 80) and f.dtype == torch.float32 and torch.isfinite(f).all()
+    torch.testing.assert_close(enc(wav, 50), build_audio_encoder(cfg)(wav, 50), rtol=0, atol=0)
+    assert audio_feature_shape(cfg) == (1, 80) == cfg.feature_shape
+    assert MelEncoder(AudioEncoderConfig(n_mels=40))(wav, 10).shape == (2, 10, 1, 40)
+    # frame t sees audio around frame t only: silence after a clip leaves its frames unchanged
+    padded = torch.cat([wav, torch.zeros(2, 6400)], dim=1)
+    torch.testing.assert_close(enc(padded, 60)[:, :50], enc(wav, 50), rtol=0, atol=1e-5)
+
+
+def test_mel_follows_loudness_and_filterbank() -> None:
+    enc = build_audio_encoder(AudioEncoderConfig())
+    t = torch.arange(16000) / 16000
+    tone = 0.5 * torch.sin(2 * torch.pi * 440 * t)
+    wav = torch.cat([tone[:8000], torch.zeros(8000)])[None]  # 12.5 frames of tone, then silence
+    f = enc(wav, 25)[0, :, 0]  # (25, 80)
+    silence = (np.log(1e-6) + 6.5) / 4
+    torch.testing.assert_close(f[14:], torch.full_like(f[14:], silence), rtol=0, atol=1e-4)
+    assert (f[:12].max(-1).values > silence + 3).all()  # the tone's band is loud in every tone frame
+    fb = mel_filterbank(1024, 80, 40.0, 7600.0)
+    assert fb.shape == (513, 80) and (fb >= 0).all() and (fb.sum(0) > 0).all()
+    with pytest.raises(ValueError, match="n_fft"):
+        MelEncoder(AudioEncoderConfig(n_fft=512))
+
+
+def test_wav2vec2_round_trip_and_interpolation(tiny_wav2vec2: Path) -> None:
+    from transformers import Wav2Vec2Model
+
+    cfg = AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tiny_wav2vec2))
+    assert audio_feature_shape(cfg) == (2, 32)
+    enc = build_audio_encoder(cfg)
+    enc.train()  # a frozen encoder stays in eval mode
+    assert not enc.training and not enc.model.training and not any(p.requires_grad for p in enc.parameters())
+    wav = _wav(b=2, seconds=1.0)  # 16000 samples → 49 wav2vec2 frames
+    for frames in (25, 7, 49):
+        assert enc(wav, frames).shape == (2, frames, 2, 32)
+    ref = Wav2Vec2Model.from_pretrained(tiny_wav2vec2).eval()
+    x = (wav - wav.mean(1, keepdim=True)) / torch.sqrt(wav.var(1, keepdim=True, unbiased=False) + 1e-7)
+    with torch.no_grad():
+        hidden = torch.stack(ref(x, output_hidden_states=True).hidden_states[1:], dim=2)  # (B, N, L, C)
+        n = hidden.shape[1]
+        torch.testing.assert_close(enc(wav, n), hidden)  # same length: interpolation is the identity
+        mid = enc(wav, 2 * n - 1)  # align_corners: odd frames are midpoints of neighbours
+        torch.testing.assert_close(mid[:, 1::2], (hidden[:, :-1] + hidden[:, 1:]) / 2, rtol=1e-4, atol=1e-5)
+
+
+def test_wav2vec2_missing_files_name_the_key(tmp_path: Path, tiny_wav2vec2: Path) -> None:
+    with pytest.raises(ValueError, match="audio.wav2vec2_path"):
+        build_audio_encoder(AudioEncoderConfig(name="wav2vec2"))
+    with pytest.raises(FileNotFoundError, match="audio.wav2vec2_path.*not a directory"):
+        audio_feature_shape(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError) as e:
+        build_audio_encoder(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tmp_path / "empty")))
+    assert "audio.wav2vec2_path" in str(e.value) and "config.json" in str(e.value)
+    assert "model.safetensors" in str(e.value) and "pytorch_model.bin" in str(e.value)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text((tiny_wav2vec2 / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="missing weights") as e:
+        build_audio_encoder(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tmp_path / "half")))
+    assert "config.json" not in str(e.value).split("missing")[1]
+    with pytest.raises(ValueError, match="audio.name"):
+        build_audio_encoder(AudioEncoderConfig(name="hubert"))
