@@ -109,3 +109,38 @@ def test_wav2vec2_missing_files_name_the_key(tmp_path: Path, tiny_wav2vec2: Path
     assert "config.json" not in str(e.value).split("missing")[1]
     with pytest.raises(ValueError, match="audio.name"):
         build_audio_encoder(AudioEncoderConfig(name="hubert"))
+
+
+def test_precompute_adds_audio_features(tmp_path: Path, tiny_wav2vec2: Path) -> None:
+    from datamodules.contract import decode_sample
+    from datamodules.features import precompute_audio_features
+    from datamodules.shards import check_dataset, iter_tar_samples
+    from datamodules.synthetic import synthesize_dataset
+
+    src = tmp_path / "src"
+    synthesize_dataset(src, clips=3, seed=0, min_seconds=1.0, max_seconds=2.0, maxcount=2)  # 2 shards, with mp4
+    cfg = AudioEncoderConfig(n_mels=16)
+    manifest = precompute_audio_features(src, tmp_path / "mel", cfg, batch_size=2)
+    assert check_dataset(tmp_path / "mel")[0] == []
+    assert [s["count"] for s in manifest["shards"]] == [2, 1]
+    assert manifest["provenance"]["audio_features"]["encoder"]["name"] == "mel"
+    assert manifest["provenance"]["seed"] == 0  # the source's provenance is kept
+    enc = build_audio_encoder(cfg)
+    src_raw = [r for t in sorted(src.glob("*.tar")) for r in iter_tar_samples(t)]
+    dst_raw = [r for t in sorted((tmp_path / "mel").glob("*.tar")) for r in iter_tar_samples(t)]
+    assert [r["__key__"] for r in src_raw] == [r["__key__"] for r in dst_raw]
+    for a, b in zip(src_raw, dst_raw):
+        s, d = decode_sample(a), decode_sample(b, verify_all=True)
+        assert b["mp4"] == a["mp4"] and np.array_equal(s["motion"], d["motion"])
+        t = s["motion"].shape[0]
+        feats = d["audio_feats"]
+        assert feats.dtype == np.float16 and feats.shape == (t, 1, 16)
+        ref = enc(torch.from_numpy(s["wav"].astype(np.float32) / 32768)[None], t)[0].numpy()
+        np.testing.assert_allclose(feats.astype(np.float32), ref, atol=2e-3)  # batched = one by one
+    w2v = AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tiny_wav2vec2))
+    precompute_audio_features(src, tmp_path / "w2v", w2v, batch_size=4)
+    assert check_dataset(tmp_path / "w2v", check_video=False)[0] == []
+    first = next(iter_tar_samples(next((tmp_path / "w2v").glob("*.tar"))))
+    assert decode_sample(first)["audio_feats"].shape[1:] == (2, 32)
+    with pytest.raises(FileExistsError):
+        precompute_audio_features(src, tmp_path / "mel", cfg)
