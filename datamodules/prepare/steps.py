@@ -584,9 +584,9 @@ def extract_motion(extractor: Any, crops: np.ndarray, batch_size: int) -> tuple[
 
 
 def check_yaw(motion: np.ndarray, max_abs_yaw: float) -> None:
-    from models.motion import YAW
+    from models.motion import YAW as YAW_INDEX
 
-    yaw = float(np.abs(motion[:, YAW]).max())
+    yaw = float(np.abs(motion[:, YAW_INDEX]).max())
     if yaw > max_abs_yaw:
         raise Rejected(YAW, f"|yaw| reaches {yaw:.1f}° > filters.max_abs_yaw_deg={max_abs_yaw}")
 
