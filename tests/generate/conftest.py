@@ -109,3 +109,13 @@ def audio_30s(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def audio_short(tmp_path_factory) -> Path:
     return write_wav(tmp_path_factory.mktemp("audio") / "short.wav", 2.0, rate=22_050, channels=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread():
+    """One intra-op thread: on a shared, oversubscribed CPU box two OpenMP threads spin against other
+    jobs and were measured ~50× slower for these small matmuls (benchmarks/RESULTS.md, issue 4)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
