@@ -291,7 +291,9 @@ def thumbnails(frames: np.ndarray, size: int = 32) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(frames).float().mean(-1)[:, None]  # (n, 1, h, w)
+    h, w = frames.shape[1:3]
+    sub = frames[:, :: max(1, h // (2 * size)), :: max(1, w // (2 * size))]  # (n, ≥2·size, ≥2·size, 3) strided
+    x = torch.from_numpy(np.ascontiguousarray(sub)).float().mean(-1)[:, None]  # (n, 1, h', w')
     return F.adaptive_avg_pool2d(x, size)[:, 0].numpy()  # (n, size, size)
 
 
@@ -423,8 +425,16 @@ def crop_frames(frames: np.ndarray, box: np.ndarray, params: Any, dsize: int = C
     from models.liveportrait.crop import crop_matrix, crop_rect_from_box
 
     centre, side, angle = crop_rect_from_box(box, params)
-    m = np.vstack([crop_matrix(centre, side, angle, dsize), [0.0, 0.0, 1.0]])
-    inv = torch.as_tensor(np.linalg.inv(m)[:2], dtype=torch.float64)  # (2, 3) crop → original
+    half = side / 2
+    square = np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
+    # sample only the region of interest (the crop square, clipped, 1 px margin): same pixels, less work
+    x0, y0 = (max(0, int(math.floor(v)) - 1) for v in square[:2])
+    x1, y1 = min(frames.shape[2], int(math.ceil(square[2])) + 2), min(frames.shape[1], int(math.ceil(square[3])) + 2)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise Rejected(FACE_SMALL, f"crop square {square.round(1).tolist()} lies outside the {frames.shape[2]}x{frames.shape[1]} frame")
+    frames = frames[:, y0:y1, x0:x1]
+    m = np.vstack([crop_matrix(centre - np.array([x0, y0]), side, angle, dsize), [0.0, 0.0, 1.0]])
+    inv = torch.as_tensor(np.linalg.inv(m)[:2], dtype=torch.float64)  # (2, 3) crop → region
     h, w = frames.shape[1:3]
     v, u = torch.meshgrid(torch.arange(dsize).double(), torch.arange(dsize).double(), indexing="ij")
     pts = torch.stack([u, v, torch.ones_like(u)], dim=-1) @ inv.T  # (d, d, 2) original (x, y)
@@ -434,8 +444,6 @@ def crop_frames(frames: np.ndarray, box: np.ndarray, params: Any, dsize: int = C
         x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).float()  # (b, 3, h, w)
         y = F.grid_sample(x, grid.expand(len(x), -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=True)
         out[s : s + chunk] = y.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
-    half = side / 2
-    square = np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
     return out, square
 
 

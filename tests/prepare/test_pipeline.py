@@ -167,6 +167,24 @@ def _cli(*args: str) -> list[str]:
             "prepare", str(ROOT / "configs" / "prepare.yaml"), *args]
 
 
+def test_real_face_model_on_random_weights(mead_tree, tmp_path):
+    """The production extractor path: load_face_model (tiny random weights in the public file layout)."""
+    from datamodules.prepare.pipeline import load_extractor  # noqa: F401  (used for the error check below)
+    from models.liveportrait.testing import write_random_weights
+
+    root, _ = mead_tree
+    write_random_weights(tmp_path / "lp", seed=0, cfg="tiny")
+    cfg = make_cfg(input=root, output=tmp_path / "out", face_model_dir=str(tmp_path / "lp"), face_model_preset="tiny",
+                   max_items=2, write_mp4=False, batch_size=45)
+    summary = run_prepare(cfg)  # loads the model itself (no injected extractor)
+    assert summary["clips"]["kept"] == 2 and check_dataset(tmp_path / "out")[0] == []
+    for s in samples(tmp_path / "out").values():
+        assert s["motion"].shape == (90, 70) and s["kp"].shape == (21, 3) and np.isfinite(s["motion"]).all()
+    with pytest.raises(ValueError, match="face_model_dir: not set"):
+        load_extractor(make_cfg(input=root, output=tmp_path), "cpu")
+
+
+@pytest.mark.slow
 def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp_path):
     """SIGKILL a real `playmate prepare` (LivePortrait FaceModel, tiny random weights) mid-run, rerun, compare."""
     from datamodules.prepare.pipeline import load_extractor
