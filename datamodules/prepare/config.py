@@ -24,7 +24,7 @@ class ClipConfig:
     scene_threshold: float = field(default=30.0, metadata={"range": (0.0, 255.0)})  # mean |Δgrey| (0..255) of 32² thumbnails
     silence_db: float = field(default=-40.0, metadata={"range": (-120.0, 0.0)})  # frame RMS (dBFS) below this is silent
     min_silence_s: float = field(default=0.3, metadata={"range": (0.04, None)})  # a silence to split at lasts this long
-    chunk_s: float = field(default=120.0, metadata={"range": (1.0, None)})  # long videos are decoded in chunks (memory)
+    chunk_s: float = field(default=60.0, metadata={"range": (1.0, None)})  # long videos are decoded in chunks (memory)
 
 
 @dataclass

@@ -222,6 +222,7 @@ class FrameReader:
         self.backend = backend
         self._vr = None
         self._pyav = None
+        self._dpos, self._last = 0, None
         if backend == "decord":
             try:
                 import decord
@@ -241,13 +242,30 @@ class FrameReader:
         if len(indices) == 0:
             return np.zeros((0, self.size[1], self.size[0], 3), np.uint8)
         if self._vr is not None:
-            uniq, inv = np.unique(indices, return_inverse=True)
-            try:
-                frames = self._vr.get_batch(uniq.tolist()).asnumpy()
-            except Exception as e:
-                raise Rejected(CORRUPT, f"{self.path}: decord failed ({type(e).__name__}: {e})") from None
-            return frames[inv]
+            return self._read_decord(indices)
         return self._read_pyav(indices)
+
+    def _read_decord(self, indices: np.ndarray) -> np.ndarray:
+        """Sequential next()/skip_frames(): get_batch on skipping indices seeks from the last keyframe and
+        was 3-4x slower than a sequential read for 30 → 25 fps selection (benchmarks/bench_prepare.py)."""
+        out = []
+        try:
+            for i in indices.tolist():
+                if i == self._dpos - 1 and self._last is not None:  # repeated frame (upsampling)
+                    out.append(self._last)
+                    continue
+                if i < self._dpos:
+                    raise RuntimeError(f"frame indices must ascend across reads, got {i} after {self._dpos - 1}")
+                if i > self._dpos:
+                    self._vr.skip_frames(i - self._dpos)
+                self._last = self._vr.next().asnumpy()
+                self._dpos = i + 1
+                out.append(self._last)
+        except RuntimeError:
+            raise
+        except Exception as e:  # DECORDError / StopIteration on damaged or short data
+            raise Rejected(CORRUPT, f"{self.path}: decord failed at frame {self._dpos} ({type(e).__name__}: {e})") from None
+        return np.stack(out)
 
     def _read_pyav(self, indices: np.ndarray) -> np.ndarray:
         """Sequential decode; a generator persists across calls so chunks continue where the last stopped."""
