@@ -44,5 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     return int(code or 0)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m pl_modules.cli`: use the package's module (one UserError class)
+    from pl_modules.cli import main as package_main
+
+    sys.exit(package_main())

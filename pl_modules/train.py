@@ -116,6 +116,8 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
     log.info("Fitting (resume from %s)", resume or "scratch")
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    if not trainer.interrupted:  # the final state, whatever the checkpoint interval (all ranks: a collective)
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     return trainer
 
 

@@ -28,8 +28,8 @@ def test_every_group_file_loads_in_every_experiment(experiment, group, name, mon
 def test_other_yaml_files_load():
     from datamodules.prepare.config import PrepareConfig
 
-    cfg = load_config(PrepareConfig, ROOT / "prepare.yaml", ["dataset=generic", "input=in", "output=out"])
-    assert cfg.dataset == "generic"
+    cfg = load_config(PrepareConfig, ROOT / "prepare.yaml", ["dataset=folder", "input=in", "output=out"])
+    assert cfg.dataset == "folder"
 
 
 def test_group_selection_and_overrides():
@@ -44,7 +44,6 @@ def test_group_selection_and_overrides():
     [
         (["data.batch_sise=8"], "data.batch_sise: unknown key; did you mean 'data.batch_size'?"),
         (["optim.lr=fast"], "optim.lr: "),
-        ([], "data.train_shards: missing mandatory value"),
         (["data.batch_size=30", "trainer.devices=4"], "data.batch_size: global batch 30 is not divisible"),
         (["optim.lr=2.0"], "optim.lr: 2.0 is out of range"),
         (["trainer.strategy=deepspeed_stage2"], "did you mean 'deepspeed_stage_2'?"),
@@ -54,16 +53,20 @@ def test_group_selection_and_overrides():
     ],
 )
 def test_config_errors_are_one_clear_line(overrides, message):
-    ov = overrides if any(o.startswith("data.train_shards") for o in overrides) or overrides == [] else [*overrides, *DATA]
-    if overrides == []:
-        ov = []
     with pytest.raises(ConfigError) as e:
-        load_config(ExperimentConfig, ROOT / "stage1.yaml", ov)
+        load_config(ExperimentConfig, ROOT / "stage1.yaml", [*overrides, *DATA])
     assert message in str(e.value)
     assert "\n" not in str(e.value)
 
 
-def test_stage2_requires_init_from():
+def test_missing_mandatory_value(tmp_path):
+    (tmp_path / "exp.yaml").write_text("stage: stage1\nmodel: {preset: tiny}\n")
+    with pytest.raises(ConfigError, match=r"^name: missing mandatory value; set it in the YAML or add name=\.\.\."):
+        load_config(ExperimentConfig, tmp_path / "exp.yaml", DATA)
+
+
+def test_stage2_requires_init_from(monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/data")
     with pytest.raises(ConfigError, match="stage2.init_from"):
         load_config(ExperimentConfig, ROOT / "stage2.yaml", DATA)
 
