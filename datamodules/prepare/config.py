@@ -86,6 +86,7 @@ class PrepareConfig:
     num_slices: Optional[int] = None  # default: SLURM_ARRAY_TASK_COUNT, else 1
     maxcount: int = field(default=500, metadata={"range": (1, None)})  # clips per shard
     retry_failed: bool = True  # a rerun retries items that failed with an error (rejections are final)
+    item_timeout_s: float = field(default=3600.0, metadata={"range": (1.0, None)})  # a hung worker → item failed
     max_items: Optional[int] = None  # process only the first N items of this slice (debugging)
     progress: bool = True
 

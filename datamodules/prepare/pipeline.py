@@ -53,7 +53,7 @@ from datamodules.shards import MANIFEST, STATS, StatsAccumulator, merge_datasets
 SUMMARY = "summary.json"
 # Settings that do not change what is written (may differ between runs of one slice).
 _RUNTIME_KEYS = {"action", "num_workers", "progress", "device", "max_items", "slice", "num_slices", "retry_failed",
-                 "batch_size", "face_model_dir"}
+                 "batch_size", "face_model_dir", "item_timeout_s"}
 
 
 def slice_of(item_id: str, num_slices: int) -> int:
@@ -190,11 +190,14 @@ def _worker_item(item: RawItem) -> tuple[str, list[dict], str, str]:
 def _to_files(r: PreparedClip | ClipRejection, scratch: Path) -> dict:
     if isinstance(r, ClipRejection):
         return {"rejection": asdict(r)}
-    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("crops", "wav")}
+    d = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in ("crops", "wav", "mp4")}
     for name in ("crops", "wav"):
         path = scratch / f"{r.clip_id}.{name}.npy"
         np.save(path, getattr(r, name), allow_pickle=False)
         d[name] = str(path)
+    if r.mp4 is not None:
+        (scratch / f"{r.clip_id}.mp4").write_bytes(r.mp4)
+        d["mp4"] = str(scratch / f"{r.clip_id}.mp4")
     return {"clip": d}
 
 
@@ -205,6 +208,10 @@ def _from_files(d: dict) -> PreparedClip | ClipRejection:
     for name in ("crops", "wav"):
         path = Path(c[name])
         c[name] = np.load(path, allow_pickle=False)
+        path.unlink()
+    if c.get("mp4"):
+        path = Path(c["mp4"])
+        c["mp4"] = path.read_bytes()
         path.unlink()
     return PreparedClip(**c)
 
@@ -247,7 +254,10 @@ def _outcomes(todo: list[RawItem], cfg: PrepareConfig, scratch: Path) -> Iterato
                 break
         while queue:
             it, res = queue.popleft()
-            out = res.get()
+            try:
+                out = res.get(timeout=cfg.item_timeout_s)
+            except mp.TimeoutError:  # a hung decoder (or a worker that died): fail the item, keep going
+                out = ("failed", [], "", f"no result after item_timeout_s={cfg.item_timeout_s} s (worker hung or died)")
             nxt = next(it_iter, None)
             if nxt is not None:
                 queue.append((nxt, pool.apply_async(_worker_item, (nxt,))))
@@ -263,12 +273,14 @@ def finish_clip(pc: PreparedClip, item: RawItem, cfg: PrepareConfig, extractor: 
     """SyncNet filter (optional) → motion → exact alignment → yaw filter → a contract ClipSample."""
     from datamodules.video import encode_mp4
 
-    crops, wav, info = pc.crops, pc.wav, {}
+    crops, wav, info, mp4 = pc.crops, pc.wav, {}, pc.mp4
     start_s = pc.start_s
     if cfg.filters.sync:
         crops, wav, info = sync_correct(sync_net, crops, wav, cfg.filters.sync_min_confidence,
                                         cfg.filters.sync_max_offset, int(round(cfg.clips.min_s * FPS)))
         start_s += max(0, info["sync_offset"]) / FPS
+        if len(crops) != len(pc.crops):
+            mp4 = None  # offset-corrected: re-encode the trimmed crops
     motion, kp = extract_motion(extractor, crops, cfg.batch_size)
     assert_aligned(motion, wav, crops)
     check_yaw(motion, cfg.filters.max_abs_yaw_deg)
@@ -282,7 +294,8 @@ def finish_clip(pc: PreparedClip, item: RawItem, cfg: PrepareConfig, extractor: 
         face_box_source=pc.box_source, item_id=item.item_id, start_s=round(start_s, 6),
         source_fps=round(pc.source_fps, 4), source_sample_rate=pc.source_sample_rate, **info,
     )
-    mp4 = encode_mp4(np.ascontiguousarray(crops), fps=FPS, crf=cfg.crf) if cfg.write_mp4 else None
+    if cfg.write_mp4 and mp4 is None:
+        mp4 = encode_mp4(np.ascontiguousarray(crops), fps=FPS, crf=cfg.crf)
     return ClipSample(make_key(cfg.dataset_name, pc.clip_id), motion, kp, wav, meta, mp4=mp4)
 
 

@@ -484,6 +484,7 @@ class PreparedClip:
     box_source: str
     source_fps: float
     source_sample_rate: int
+    mp4: Optional[bytes] = None  # the crops as 25 fps H.264 (encoded here, in the worker, when write_mp4)
 
 
 @dataclass
@@ -553,10 +554,15 @@ def _crop_clip(item, clip_id, frames, wav, start_s, scale, params, cfg, detector
         raise Rejected(FACE_SMALL, f"face box side {side:.0f} px < filters.min_face_px={cfg.filters.min_face_px}")
     crops, square = crop_frames(frames, box, params)
     src_square = [square[0] / sx, square[1] / sy, square[2] / sx, square[3] / sy]
+    mp4 = None
+    if cfg.write_mp4:
+        from datamodules.video import encode_mp4
+
+        mp4 = encode_mp4(crops, fps=FPS, crf=cfg.crf)
     return PreparedClip(
         clip_id=clip_id, item_id=item.item_id, start_s=float(start_s), crops=crops, wav=to_int16(wav),
         face_box=[float(v) for v in src_box], crop_box=[float(v) for v in src_square], box_source=source.split(":")[0],
-        source_fps=float(fps), source_sample_rate=int(rate),
+        source_fps=float(fps), source_sample_rate=int(rate), mp4=mp4,
     )
 
 

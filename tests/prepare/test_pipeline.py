@@ -233,3 +233,26 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     assert "x.mp4: path does not match; MEAD layout is" in capsys.readouterr().err
     assert main([*base[:-1], f"output={tmp_path}/nothing", "--merge"]) == 2
     assert "no slice directories" in capsys.readouterr().err
+
+
+def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
+    """filters.sync: offset 2 → 2 frames trimmed with exact alignment (mp4 re-encoded); low confidence → rejected."""
+    import metrics.sync as sync
+
+    raw = tmp_path / "raw"
+    write_video(raw / "a.mp4", seconds=3.6, seed=1)
+    write_video(raw / "b.mp4", seconds=3.6, seed=2)
+    scores = {}
+
+    def fake_scores(net, frames, audio, vshift=15):
+        assert frames.shape[1:] == (224, 224, 3) and audio.dtype == np.int16 and len(audio) == len(frames) * 640
+        scores[len(scores)] = 1
+        return (2, 6.0, 7.0) if len(scores) == 1 else (0, 1.0, 9.0)
+
+    monkeypatch.setattr(sync, "sync_scores", fake_scores)
+    cfg = make_cfg(dataset="folder", input=raw, output=tmp_path / "out", **{"filters.sync": True})
+    summary = run_prepare(cfg, extractor=StubExtractor(), sync_net=object())
+    assert summary["clips"]["rejected"] == {"sync_low_confidence": 1} and summary["clips"]["kept"] == 1
+    (s,) = samples(tmp_path / "out").values()
+    assert s["motion"].shape[0] == 88 and s["wav"].size == 88 * 640 and count_frames(s["mp4"]) == 88
+    assert s["meta"]["sync_offset"] == 2 and s["meta"]["start_s"] == pytest.approx(0.08)
