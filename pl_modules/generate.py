@@ -233,18 +233,22 @@ def spin_offsets(num_frames: int, fps: int = FPS) -> Tensor:
     return torch.stack([SPIN_PITCH_DEG * torch.sin(2 * phase), SPIN_YAW_DEG * torch.sin(phase)], dim=-1)
 
 
-def apply_pose_mode(motion: Tensor, ref_motion: Tensor, mode: str, driving: Tensor | None = None) -> Tensor:
-    """Raw motion (N, 70) → (N, 70) with the pose (63:70) replaced as `mode` says; expression untouched.
-
-    driving (T, 70): angles and translation are the reference's plus the driving change since its
-    first frame, scale the reference's times the driving ratio; frames past T hold the last pose.
-    """
+def check_pose_mode(mode: str, driving: Tensor | None) -> None:
     if mode not in POSE_MODES:
         raise GenerationError(f"pose mode {mode!r} is not one of {POSE_MODES}")
     if mode == "driving" and driving is None:
         raise GenerationError("pose mode 'driving' needs a driving motion file (--driving FILE.npy)")
     if mode != "driving" and driving is not None:
         raise GenerationError(f"a driving motion was given but pose mode is {mode!r}; use --pose-mode driving")
+
+
+def apply_pose_mode(motion: Tensor, ref_motion: Tensor, mode: str, driving: Tensor | None = None) -> Tensor:
+    """Raw motion (N, 70) → (N, 70) with the pose (63:70) replaced as `mode` says; expression untouched.
+
+    driving (T, 70): angles and translation are the reference's plus the driving change since its
+    first frame, scale the reference's times the driving ratio; frames past T hold the last pose.
+    """
+    check_pose_mode(mode, driving)
     out = motion.clone()
     n = len(motion)
     if mode == "generated":
@@ -324,9 +328,8 @@ def generate_motion(
     from models.motion import denormalize_motion
 
     label = emotion_index(emotion)  # validate the cheap inputs before loading anything heavy
-    if pose_mode not in POSE_MODES:
-        raise GenerationError(f"pose mode {pose_mode!r} is not one of {POSE_MODES}")
     drv = load_driving(driving) if isinstance(driving, (str, Path)) else driving
+    check_pose_mode(pose_mode, drv)
     ref = reference if isinstance(reference, Reference) else load_reference(reference, face_model)
     model, config, stats = loaded or load_model(checkpoint, device)
     if label is not None and model.emotion_controller is None:

@@ -294,3 +294,14 @@ def test_render_with_random_face_weights_writes_mp4_with_matching_frames(stage1_
         assert c.streams.audio and c.streams.video[0].width == 512
     ref = g.load_reference(tmp_path / "ref.npz")  # the extracted reference, reusable without the face model
     assert ref.motion.shape == (70,) and ref.kp.shape == (21, 3)
+
+
+def test_boundary_continuity_measure_detects_a_planted_jump():
+    t = torch.arange(300, dtype=torch.float32)[:, None] / 25
+    smooth = torch.sin(t * torch.linspace(0.5, 2.0, 70))  # (300, 70), smooth
+    c = g.boundary_continuity(smooth, 100)
+    assert c["boundaries"] == 2 and c["boundary_max"] <= c["within_max"]
+    jumped = smooth.clone()
+    jumped[200:] += 0.5  # a discontinuity at the second window boundary
+    c = g.boundary_continuity(jumped, 100)
+    assert c["boundary_max"] > 5 * c["within_max"]
