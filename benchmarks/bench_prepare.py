@@ -75,6 +75,7 @@ def time_steps(root: Path, cfg, limit: int | None = None) -> dict[str, float]:
 
 def pipeline_rate(root: Path, out: Path, cfg, workers: int) -> tuple[float, int]:
     from conftest import StubExtractor
+
     from datamodules.prepare import run_prepare
 
     cfg.num_workers = workers

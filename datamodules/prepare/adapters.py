@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from datamodules.contract import EMOTIONS
 
@@ -34,13 +33,13 @@ class RawItem:
     item_id: str  # unique within the dataset and stable across runs (ledger key; clip ids derive from it)
     video: str
     speaker_id: str
-    audio: Optional[str] = None  # a separate audio file, used when the video has no audio stream
-    emotion: Optional[str] = None  # one of contract.EMOTIONS
-    intensity: Optional[float] = None
+    audio: str | None = None  # a separate audio file, used when the video has no audio stream
+    emotion: str | None = None  # one of contract.EMOTIONS
+    intensity: float | None = None
     start_s: float = 0.0  # segment inside the video (AVSpeech)
-    end_s: Optional[float] = None
-    face_centre: Optional[tuple[float, float]] = None  # annotated face centre (x, y) in [0, 1] (AVSpeech)
-    problem: Optional[str] = None  # "reason: detail" → rejected without decoding
+    end_s: float | None = None
+    face_centre: tuple[float, float] | None = None  # annotated face centre (x, y) in [0, 1] (AVSpeech)
+    problem: str | None = None  # "reason: detail" → rejected without decoding
 
 
 def _videos(root: Path) -> list[Path]:

@@ -141,8 +141,7 @@ class Progress:
         self._last = now
         el = max(now - self.t0, 1e-9)
         rate = self.items / el
-        eta = (self.total - self.items) / rate if rate > 0 else float("nan")
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if eta == eta else "--:--:--"
+        eta_s = time.strftime("%H:%M:%S", time.gmtime((self.total - self.items) / rate)) if rate > 0 else "--:--:--"
         line = (f"{self.label} {self.items}/{self.total} items | {self.clips} clips | "
                 f"{self.clips / el:.2f} clips/s | {60 * self.clips / el:.1f} clips/min | ETA {eta_s}")
         print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
@@ -430,7 +429,7 @@ def _discard_unrecorded(sdir: Path, state: LedgerState) -> None:
         if p.name not in state.shards:
             p.unlink()
     shutil.rmtree(sdir / "scratch", ignore_errors=True)
-    for name, rec in state.shards.items():
+    for name in state.shards:
         if not (sdir / name).is_file():
             raise ValueError(f"{sdir / name}: recorded in the ledger as closed but missing on disk; restore it, or "
                              f"delete {sdir} to redo this slice")

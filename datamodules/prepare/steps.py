@@ -16,10 +16,11 @@ the 16 kHz track starting at t0.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -386,7 +387,7 @@ class TorchScriptDetector:
         self.net = torch.jit.load(str(path), map_location=device).eval()
         self.min_score, self.device = min_score, device
 
-    def detect(self, frames: np.ndarray) -> list[Optional[np.ndarray]]:
+    def detect(self, frames: np.ndarray) -> list[np.ndarray | None]:
         import torch
 
         with torch.inference_mode():
@@ -484,7 +485,7 @@ class PreparedClip:
     box_source: str
     source_fps: float
     source_sample_rate: int
-    mp4: Optional[bytes] = None  # the crops as 25 fps H.264 (encoded here, in the worker, when write_mp4)
+    mp4: bytes | None = None  # the crops as 25 fps H.264 (encoded here, in the worker, when write_mp4)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from media import build_mead  # noqa: E402
+from media import build_mead
 
 
 class StubExtractor:

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_cfg
+
 from datamodules.prepare.adapters import LayoutError, list_items
 from datamodules.prepare.config import PrepareConfig, resolve_slice
 from datamodules.prepare.ledger import Ledger, LedgerState, read_records

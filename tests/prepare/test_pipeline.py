@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import StubExtractor, make_cfg
+from media import vfr_times, write_corrupt, write_truncated, write_video
+
 from datamodules.contract import decode_sample
 from datamodules.prepare import merge_slices, run_prepare
 from datamodules.shards import check_dataset, iter_tar_samples
 from datamodules.video import count_frames
-from media import vfr_times, write_corrupt, write_truncated, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,7 +169,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_real_face_model_on_random_weights(mead_tree, tmp_path):
     """The production extractor path: load_face_model (tiny random weights in the public file layout)."""
-    from datamodules.prepare.pipeline import load_extractor  # noqa: F401  (used for the error check below)
+    from datamodules.prepare.pipeline import load_extractor
     from models.liveportrait.testing import write_random_weights
 
     root, _ = mead_tree
@@ -237,7 +237,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
     """filters.sync: offset 2 → 2 frames trimmed with exact alignment (mp4 re-encoded); low confidence → rejected."""
-    import metrics.sync as sync
+    from metrics import sync
 
     raw = tmp_path / "raw"
     write_video(raw / "a.mp4", seconds=3.6, seed=1)
