@@ -40,7 +40,9 @@ class AppearanceFeatureExtractor(nn.Module):
         self.cfg = c
         self.first = SameBlock2d(c.image_channel, c.block_expansion)
         widths = [min(c.max_features, c.block_expansion * 2**i) for i in range(c.num_down_blocks + 1)]
-        self.down_blocks = nn.ModuleList(DownBlock2d(widths[i], widths[i + 1]) for i in range(c.num_down_blocks))
+        self.down_blocks = nn.ModuleList(
+            DownBlock2d(widths[i], widths[i + 1]) for i in range(c.num_down_blocks)
+        )
         self.second = nn.Conv2d(widths[-1], c.max_features, kernel_size=1, stride=1)
         self.resblocks_3d = nn.Sequential()
         for i in range(c.num_resblocks):

@@ -27,7 +27,8 @@ class CropParams:
     vy_ratio: float = 0.0
 
 
-SOURCE_CROP = CropParams(scale=2.5, vx_ratio=0.0, vy_ratio=-0.125)  # crop_config.py source image (CLI default 2.3)
+# crop_config.py source image (early ArgumentConfig versions: scale 2.3)
+SOURCE_CROP = CropParams(scale=2.5, vx_ratio=0.0, vy_ratio=-0.125)
 DRIVING_CROP = CropParams(scale=2.2, vx_ratio=0.0, vy_ratio=-0.1)  # crop_config.py driving-video auto-crop
 
 
@@ -67,7 +68,7 @@ def crop_rect_from_landmarks(
 
 
 def crop_rect_from_box(box: np.ndarray, params: CropParams = SOURCE_CROP) -> tuple[np.ndarray, float, float]:
-    """Face box (x0, y0, x1, y1) → crop centre, side, angle 0; the box plays the role of the landmark extent."""
+    """Face box (x0, y0, x1, y1) → crop centre, side, angle 0 (the box plays the landmark extent's role)."""
     x0, y0, x1, y1 = (float(v) for v in box)
     if x1 <= x0 or y1 <= y0:
         raise ValueError(f"face box must be (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {tuple(box)}")
@@ -82,12 +83,15 @@ def crop_matrix(centre: np.ndarray, side: float, angle: float, dsize: int = 256)
     c, si = math.cos(angle), math.sin(angle)
     cx, cy = float(centre[0]), float(centre[1])
     return np.array(
-        [[s * c, s * si, dsize / 2 - s * (c * cx + si * cy)], [-s * si, s * c, dsize / 2 - s * (-si * cx + c * cy)]]
+        [
+            [s * c, s * si, dsize / 2 - s * (c * cx + si * cy)],
+            [-s * si, s * c, dsize / 2 - s * (-si * cx + c * cy)],
+        ]
     )
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, dsize: int = 256) -> np.ndarray:
-    """uint8 (H, W, 3) → uint8 (dsize, dsize, 3): bilinear sampling at matrix⁻¹ · crop pixel, zeros outside."""
+    """uint8 (H, W, 3) → uint8 (dsize, dsize, 3): bilinear at matrix⁻¹ · crop pixel, zeros outside."""
     img = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].double()  # (1, 3, H, W)
     h, w = img.shape[2:]
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
@@ -107,7 +111,7 @@ def crop_face(
     params: CropParams = SOURCE_CROP,
     dsize: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 RGB (H, W, 3) + a face box or landmarks → (crop uint8 (dsize, dsize, 3), matrix (2, 3) original → crop)."""
+    """uint8 RGB (H, W, 3) + face box or landmarks → crop (dsize, dsize, 3) uint8, matrix (2, 3) orig→crop."""
     if (box is None) == (landmarks is None):
         raise ValueError("crop_face needs exactly one of box= (x0, y0, x1, y1) or landmarks= (L, 2)")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

@@ -35,9 +35,11 @@ class FaceModelConfig:
 
     @classmethod
     def tiny(cls) -> FaceModelConfig:
-        """Narrow channels, same spatial sizes and K = 21 (tests, demo): every public I/O shape but channel widths."""
+        """Narrow channels, same spatial sizes, K = 21 (tests, demo): public I/O shapes but channel widths."""
         return cls(
-            appearance=AppearanceConfig(block_expansion=8, max_features=32, reshape_channel=2, num_resblocks=1),
+            appearance=AppearanceConfig(
+                block_expansion=8, max_features=32, reshape_channel=2, num_resblocks=1
+            ),
             motion=MotionExtractorConfig(depths=(1, 1, 1, 1), dims=(8, 16, 32, 64)),
             warping=WarpingConfig(
                 block_expansion=8,
@@ -45,14 +47,18 @@ class FaceModelConfig:
                 reshape_channel=2,
                 dense_motion=DenseMotionConfig(block_expansion=4, max_features=16, compress=2),
             ),
-            generator=SPADEConfig(block_expansion=8, max_features=32, out_channels=8, spade_nhidden=8, num_middle_blocks=1),
+            generator=SPADEConfig(
+                block_expansion=8, max_features=32, out_channels=8, spade_nhidden=8, num_middle_blocks=1
+            ),
         )
 
     def validate(self) -> None:
         """Raise ValueError when the four networks would not fit together."""
         a, m, w, g = self.appearance, self.motion, self.warping, self.generator
         if m.num_kp != NUM_KP or w.num_kp != NUM_KP:
-            raise ValueError(f"num_kp must be {NUM_KP} (motion layout), got motion {m.num_kp}, warping {w.num_kp}")
+            raise ValueError(
+                f"num_kp must be {NUM_KP} (motion layout), got motion {m.num_kp}, warping {w.num_kp}"
+            )
         if (a.reshape_channel, a.reshape_depth) != (w.reshape_channel, w.dense_motion.reshape_depth):
             raise ValueError(
                 f"appearance volume ({a.reshape_channel}, {a.reshape_depth}) must match warping "
@@ -116,7 +122,7 @@ class FaceModel(nn.Module):
 
     @torch.no_grad()
     def initialize_weights(self) -> None:
-        """Sensible random init so an untrained model gives finite, varied outputs (loading overwrites all)."""
+        """Sensible random init: an untrained model gives finite, varied outputs (loading overwrites all)."""
         for module in self.modules():
             if hasattr(module, "weight_orig") and hasattr(module, "weight_u"):
                 _converge_spectral_vectors(module)  # eval-mode σ = u·Wv ≈ largest singular value
@@ -164,8 +170,10 @@ class FaceModel(nn.Module):
         batch_size: int = 4,
     ) -> np.ndarray:
         """Source crop uint8 (256, 256, 3), its motion (70,) and x_c (21, 3), driving motion (N, 70)
-        → uint8 frames (N, 512, 512, 3). x_s and x_d both come from x_c by models.motion.transform_keypoints."""
-        src = frames_to_input(_as_tensor(source_frame, "source_frame")[None]).to(self.device)  # (1, 3, 256, 256)
+        → uint8 frames (N, 512, 512, 3). x_s and x_d both come from x_c by models.motion.transform_keypoints.
+        """
+        src = frames_to_input(_as_tensor(source_frame, "source_frame")[None])  # (1, 3, 256, 256)
+        src = src.to(self.device)
         m_s, kp_c, m_d = _check_render_motion(source_motion, source_kp, driving_motion)
         m_s, kp_c, m_d = (t.to(self.device) for t in (m_s, kp_c, m_d))
         with self._autocast():
@@ -175,7 +183,9 @@ class FaceModel(nn.Module):
         for chunk in m_d.split(_check_batch_size(batch_size)):
             b = chunk.shape[0]
             x_d = transform_keypoints(kp_c, chunk)  # (b, 21, 3)
-            img = self.warp_decode(f_s.expand(b, *f_s.shape[1:]), x_s.expand(b, -1, -1), x_d)  # (b, 3, 512, 512)
+            f_b = f_s.expand(b, *f_s.shape[1:])  # (b, 32, 16, 64, 64)
+            x_s_b = x_s.expand(b, -1, -1)  # (b, 21, 3)
+            img = self.warp_decode(f_b, x_s_b, x_d)  # (b, 3, 512, 512)
             frames.append(image_to_uint8(img))  # (b, 512, 512, 3)
         return np.concatenate(frames) if frames else np.zeros((0, OUTPUT_SIZE, OUTPUT_SIZE, 3), np.uint8)
 
@@ -213,7 +223,7 @@ def _check_render_motion(
 
 
 def build_face_model(cfg: FaceModelConfig | str | None = None) -> FaceModel:
-    """Randomly initialised FaceModel in eval mode; cfg a FaceModelConfig or a preset name ('tiny', 'full')."""
+    """Randomly initialised FaceModel in eval mode; cfg: a FaceModelConfig or a preset ('tiny', 'full')."""
     if isinstance(cfg, str):
         if cfg not in PRESETS:
             raise ValueError(f"unknown face-model preset '{cfg}'; choose one of {sorted(PRESETS)}")

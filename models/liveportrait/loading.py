@@ -25,11 +25,13 @@ CHECKPOINT_FILES: dict[str, str] = {
     "warping_module": "warping_module.pth",
     "spade_generator": "spade_generator.pth",
 }
-LAYOUT_HINT = "expected <weights_dir>/[liveportrait/]base_models/{" + ",".join(CHECKPOINT_FILES.values()) + "}"
+LAYOUT_HINT = (
+    "expected <weights_dir>/[liveportrait/]base_models/{" + ",".join(CHECKPOINT_FILES.values()) + "}"
+)
 
 
 def resolve_base_models(weights_dir: str | Path) -> Path:
-    """Find the base_models/ folder: weights_dir itself, weights_dir/base_models or weights_dir/liveportrait/base_models."""
+    """Find base_models/: weights_dir, weights_dir/base_models or weights_dir/liveportrait/base_models."""
     root = Path(weights_dir).expanduser()
     for cand in (root, root / "base_models", root / "liveportrait" / "base_models"):
         if all((cand / f).is_file() for f in CHECKPOINT_FILES.values()):
@@ -54,12 +56,13 @@ def read_state_dict(path: str | Path) -> OrderedDict[str, Tensor]:
     if sd and all(k.startswith("module.") for k in sd):
         sd = OrderedDict((k[len("module."):], v) for k, v in sd.items())
         if meta is not None:
-            sd._metadata = OrderedDict(("" if k == "module" else k.removeprefix("module."), v) for k, v in meta.items())
+            strip = {k: "" if k == "module" else k.removeprefix("module.") for k in meta}
+            sd._metadata = OrderedDict((strip[k], v) for k, v in meta.items())
     return sd
 
 
 def check_state_dict(module: nn.Module, sd: dict[str, Tensor], path: Path) -> None:
-    """Raise a KeyError/ValueError naming the file and the offending keys unless keys and shapes match exactly."""
+    """Raise KeyError/ValueError naming the file and offending keys unless keys and shapes match exactly."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -73,7 +76,9 @@ def check_state_dict(module: nn.Module, sd: dict[str, Tensor], path: Path) -> No
     wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
              if tuple(sd[k].shape) != tuple(v.shape)]
     if wrong:
-        raise ValueError(f"{path}: shape mismatch for {wrong[:10]}. HINT: the module config differs from the checkpoint's")
+        raise ValueError(
+            f"{path}: shape mismatch for {wrong[:10]}. HINT: the module config differs from the checkpoint's"
+        )
 
 
 def load_module_weights(module: nn.Module, path: str | Path) -> nn.Module:

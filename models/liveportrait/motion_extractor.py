@@ -1,4 +1,4 @@
-"""Motion extractor M: ConvNeXt-V2-tiny backbone with keypoint, pose-bin, translation, expression, scale heads.
+"""Motion extractor M: ConvNeXt-V2-tiny with keypoint, pose-bin, translation, expression and scale heads.
 
 Shape legend: B batch · C channels · H, W spatial · K = 21 keypoints · NB = 66 angle bins.
 """
@@ -120,13 +120,16 @@ class MotionExtractor(nn.Module):
         super().__init__()
         c = cfg or MotionExtractorConfig()
         if c.backbone != "convnextv2_tiny":
-            raise ValueError(f"backbone '{c.backbone}' is not supported; the public release uses 'convnextv2_tiny'")
+            raise ValueError(
+                f"backbone '{c.backbone}' is not supported; the public release uses 'convnextv2_tiny'"
+            )
         if len(c.depths) != len(c.dims):
             raise ValueError(f"depths {c.depths} and dims {c.dims} must have the same length")
         self.cfg = c
         self.detector = ConvNeXtV2(c)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        """x: (B, 3, H, W) RGB in [0, 1] → pitch/yaw/roll (B, 66), t (B, 3), exp (B, 63), scale (B, 1), kp (B, 63)."""
+        """x: (B, 3, H, W) RGB in [0, 1] →
+        pitch/yaw/roll (B, 66), t (B, 3), exp (B, 63), scale (B, 1), kp (B, 63)."""
         return self.detector(x)
 

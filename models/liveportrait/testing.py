@@ -31,7 +31,7 @@ def randomize_normalization_stats(model: nn.Module, generator: torch.Generator) 
 
 
 def random_face_model(seed: int = 0, cfg: FaceModelConfig | str | None = None) -> FaceModel:
-    """A FaceModel with deterministic random weights (same seed → bit-identical weights); global RNG untouched."""
+    """FaceModel with deterministic random weights (same seed → bit-identical); global RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_face_model(cfg)
@@ -39,8 +39,10 @@ def random_face_model(seed: int = 0, cfg: FaceModelConfig | str | None = None) -
     return model
 
 
-def write_random_weights(weights_dir: str | Path, seed: int = 0, cfg: FaceModelConfig | str | None = None) -> Path:
-    """Write the four .pth files with deterministic random weights to weights_dir/base_models/; return that folder.
+def write_random_weights(
+    weights_dir: str | Path, seed: int = 0, cfg: FaceModelConfig | str | None = None
+) -> Path:
+    """Write the four .pth files with deterministic random weights to weights_dir/base_models/; return it.
 
     Full size by default (about 520 MB, the public shapes); cfg='tiny' writes small files that load with
     load_face_model(weights_dir, cfg=FaceModelConfig.tiny()).

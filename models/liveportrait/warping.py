@@ -13,7 +13,13 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from models.liveportrait.blocks import Hourglass, SameBlock2d, flatten_depth, kp2gaussian, make_coordinate_grid
+from models.liveportrait.blocks import (
+    Hourglass,
+    SameBlock2d,
+    flatten_depth,
+    kp2gaussian,
+    make_coordinate_grid,
+)
 
 
 @dataclass
@@ -45,7 +51,9 @@ class WarpingConfig:
 class DenseMotionNetwork(nn.Module):
     """Keypoints + source volume → per-voxel deformation (B, D, H, W, 3), keypoint masks, occlusion map."""
 
-    def __init__(self, c: DenseMotionConfig, num_kp: int, feature_channel: int, estimate_occlusion_map: bool) -> None:
+    def __init__(
+        self, c: DenseMotionConfig, num_kp: int, feature_channel: int, estimate_occlusion_map: bool
+    ) -> None:
         super().__init__()
         in_features = (num_kp + 1) * (c.compress + 1)  # per warped copy: 1 heatmap + compressed features
         self.hourglass = Hourglass(c.block_expansion, in_features, c.num_blocks, c.max_features)
@@ -66,7 +74,8 @@ class DenseMotionNetwork(nn.Module):
         identity = make_coordinate_grid(shape, kp_source)[None, None]  # (1, 1, D, H, W, 3)
         # (grid − kp_d) + kp_s, in this order as the public code (identical rounding)
         to_source = identity - kp_driving[:, :, None, None, None, :] + kp_source[:, :, None, None, None, :]
-        return torch.cat([identity.expand(b, 1, *identity.shape[2:]), to_source], dim=1)  # (B, K+1, D, H, W, 3)
+        identity = identity.expand(b, 1, *identity.shape[2:])  # (B, 1, D, H, W, 3)
+        return torch.cat([identity, to_source], dim=1)  # (B, K+1, D, H, W, 3)
 
     def deformed_features(self, feature: Tensor, sparse: Tensor) -> Tensor:
         """Warp the (compressed) volume with each sparse motion: (B, K+1, C, D, H, W)."""
@@ -79,7 +88,8 @@ class DenseMotionNetwork(nn.Module):
 
     def heatmaps(self, shape: tuple[int, int, int], kp_driving: Tensor, kp_source: Tensor) -> Tensor:
         """Driving minus source Gaussians with a zero background channel: (B, K+1, 1, D, H, W)."""
-        heat = kp2gaussian(kp_driving, shape, self.kp_variance) - kp2gaussian(kp_source, shape, self.kp_variance)
+        var = self.kp_variance
+        heat = kp2gaussian(kp_driving, shape, var) - kp2gaussian(kp_source, shape, var)  # (B, K, D, H, W)
         zeros = heat.new_zeros(heat.shape[0], 1, *shape)  # (B, 1, D, H, W)
         return torch.cat([zeros, heat], dim=1)[:, :, None]  # (B, K+1, 1, D, H, W)
 
@@ -91,7 +101,8 @@ class DenseMotionNetwork(nn.Module):
         sparse = self.sparse_motions(shape, kp_driving, kp_source)  # (B, K+1, D, H, W, 3)
         deformed = self.deformed_features(feature, sparse)  # (B, K+1, 4, D, H, W)
         heat = self.heatmaps(shape, kp_driving, kp_source)  # (B, K+1, 1, D, H, W)
-        inp = rearrange(torch.cat([heat, deformed], dim=2), "b k c d h w -> b (k c) d h w")  # (B, 110, D, H, W)
+        inp = torch.cat([heat, deformed], dim=2)  # (B, K+1, 5, D, H, W)
+        inp = rearrange(inp, "b k c d h w -> b (k c) d h w")  # (B, 110, D, H, W)
         prediction = self.hourglass(inp)  # (B, 142, D, H, W)
         mask = F.softmax(self.mask(prediction), dim=1)  # (B, K+1, D, H, W)
         weighted = rearrange(sparse, "b k d h w x -> b k x d h w") * mask[:, :, None]  # (B, K+1, 3, D, H, W)

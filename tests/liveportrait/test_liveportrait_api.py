@@ -1,4 +1,4 @@
-"""Motion API: extract_motion / render / round trip, the public conventions, rotation and transform properties."""
+"""Motion API: extract_motion, render, round trip, public conventions, rotation/transform properties."""
 
 from __future__ import annotations
 
@@ -30,9 +30,13 @@ def test_extract_motion_layout(tiny_model, frames):
     with torch.no_grad():
         raw = tiny_model.motion_extractor(x)
     expected = join_motion(
-        raw["exp"], *(headpose_bins_to_degrees(raw[k]) for k in ("pitch", "yaw", "roll")), raw["t"], raw["scale"]
+        raw["exp"],
+        *(headpose_bins_to_degrees(raw[k]) for k in ("pitch", "yaw", "roll")),
+        raw["t"],
+        raw["scale"],
     )
-    # last-bit only: the first CPU call in a process can round differently (see test_tiny_shapes_and_determinism)
+    # last-bit only: the first CPU call in a process can round differently
+    # (see test_tiny_shapes_and_determinism)
     torch.testing.assert_close(motion, expected)
     torch.testing.assert_close(kp, raw["kp"].reshape(2, 21, 3))
     assert motion[:, 63:66].abs().max() <= 97.5

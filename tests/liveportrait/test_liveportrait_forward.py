@@ -23,7 +23,8 @@ def _run_all(model, x: torch.Tensor) -> dict:
         kp = m["kp"].reshape(-1, 21, 3)
         w = model.warping_module(f_s, kp_driving=kp * 0.9 + 0.05, kp_source=kp)
         img = model.spade_generator(w["out"])
-    return {"f_s": f_s, **{f"M.{k}": v for k, v in m.items()}, **{f"W.{k}": v for k, v in w.items()}, "G": img}
+    named = {"f_s": f_s, **{f"M.{k}": v for k, v in m.items()}, **{f"W.{k}": v for k, v in w.items()}}
+    return {**named, "G": img}
 
 
 def _check_contracts(manifest: dict, outs: dict, channels_exact: bool) -> None:

@@ -1,4 +1,4 @@
-"""State dicts equal the public manifest; checkpoints in the real file format load strictly; errors name keys."""
+"""State dicts equal the public manifest; real-format checkpoints load strictly; errors name keys."""
 
 from __future__ import annotations
 
