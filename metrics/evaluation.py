@@ -22,6 +22,7 @@ Shape legend: T frames (25 fps) · S = 640·T audio samples (16 kHz) · H = W = 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import zlib
@@ -224,13 +225,16 @@ class MotionGenerator:
             emotion, w_e = torch.tensor([EMOTIONS.index(label)], device=device), d.w_e
         was_training = self.model.training
         self.model.eval()
+        dtype = next(self.model.parameters()).dtype  # bf16 under DeepSpeed bf16: sample in autocast
+        amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         try:
-            x = generate_windowed(
-                self.model, NoiseSchedule.from_config(d), self.audio_features(clip, device), id_feat,
-                self.t_window, self.tp, num_frames=clip.num_frames, emotion=emotion, sampler=d.sampler,
-                steps=steps or d.sampling_steps, eta=d.eta, w_a=d.w_a, w_e=w_e,
-                generator=torch.Generator(device).manual_seed(seed),
-            )  # (1, T, 70) normalised
+            with amp:
+                x = generate_windowed(
+                    self.model, NoiseSchedule.from_config(d), self.audio_features(clip, device), id_feat,
+                    self.t_window, self.tp, num_frames=clip.num_frames, emotion=emotion, sampler=d.sampler,
+                    steps=steps or d.sampling_steps, eta=d.eta, w_a=d.w_a, w_e=w_e,
+                    generator=torch.Generator(device).manual_seed(seed),
+                )  # (1, T, 70) normalised
         finally:
             self.model.train(was_training)
         return denormalize_motion(x[0].float().cpu(), self.stats, first[POSE])  # (T, 70)

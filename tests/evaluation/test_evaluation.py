@@ -138,7 +138,7 @@ def test_motion_only_core_is_rank_split_invariant(eval_assets):
 
 
 def test_rendered_core_with_stand_in_networks(eval_assets):
-    cfg = EvaluationConfig(num_clips=2, face_model_dir="injected", fvd_clip_len=9, num_videos=1)
+    cfg = EvaluationConfig(num_clips=2, face_model_dir="injected", fvd_clip_len=9, num_videos=1, eval_size=64)
     ev = Evaluator(cfg, metrics=stand_in_metrics(), random_nets=["sync"], face_model=StandInRenderer())
     clips = load_clips([str(eval_assets["vds"])], 2)
     res = ev.run(generator_for(eval_assets["exp1"]), clips)
@@ -148,10 +148,10 @@ def test_rendered_core_with_stand_in_networks(eval_assets):
     p = res.protocol
     assert p["rendered_clips"] == 2 and p["rendered_frames"] == 20 and p["generated_frames"] == 20
     assert p["metrics"]["fid"]["n_real"] == 20 and p["metrics"]["fvd"]["n_fake"] == 2
-    assert "224x224" in p["resolutions"]["sync"] and p["metrics"]["fvd"]["clip_len"] == 9
+    assert "64 → 224x224" in p["resolutions"]["sync"] and p["metrics"]["fvd"]["clip_len"] == 9
     assert res.random_weights and p["random_weights"] == ["sync"] and res.title == RANDOM_TITLE
     s = res.samples[0]
-    assert s["gen_frames"].shape == (10, 3, 256, 256) and s["gt_frames"].dtype == torch.uint8
+    assert s["gen_frames"].shape == (10, 3, 64, 64) and s["gt_frames"].dtype == torch.uint8
     assert all("sync_c" in r and "sync_c_gt" in r for r in res.per_clip)
 
 
@@ -161,8 +161,11 @@ def test_rendered_core_with_stand_in_networks(eval_assets):
 def test_report_for_two_checkpoints_matches_core(eval_assets, tmp_path):
     from pl_modules.commands.evaluate import evaluate_checkpoints
 
-    cfg = EvaluationConfig(num_clips=2, face_model_dir="injected", fvd_clip_len=9)
+    cfg = EvaluationConfig(num_clips=2, face_model_dir="injected", fvd_clip_len=9, eval_size=64)
     ev = Evaluator(cfg, metrics=stand_in_metrics(), random_nets=["sync"], face_model=StandInRenderer())
+    core_results = []
+    run = ev.run
+    ev.run = lambda *a: core_results.append(run(*a)) or core_results[-1]  # keep what the core returned
     data = [str(eval_assets["vds"])]
     report = evaluate_checkpoints([eval_assets["exp1"], eval_assets["exp2"]], data, tmp_path / "out", cfg,
                                   device="cpu", evaluator=ev)
@@ -178,9 +181,11 @@ def test_report_for_two_checkpoints_matches_core(eval_assets, tmp_path):
     js = json.loads((out / "metrics.json").read_text())
     assert js["random_weights"] and [c["global_step"] for c in js["checkpoints"]] == [10, 20]
     # the json holds exactly the core's numbers
-    again = Evaluator(cfg, metrics=stand_in_metrics(), random_nets=["sync"], face_model=StandInRenderer())
-    core = again.run(generator_for(eval_assets["exp2"]), load_clips(data, 2))
-    assert js["checkpoints"][1]["scalars"] == pytest.approx(core.scalars, rel=1e-12, nan_ok=True)
+    assert len(core_results) == 2
+    for entry, core in zip(js["checkpoints"], core_results):
+        assert entry["scalars"] == pytest.approx(core.scalars, rel=1e-12, nan_ok=True)
+        assert [r["key"] for r in entry["per_clip"]] == [r["key"] for r in core.per_clip]
+    assert core_results[0].scalars["mouth_audio_r"] != core_results[1].scalars["mouth_audio_r"]
 
 
 def test_cli_motion_only_report(eval_assets, tmp_path, capsys):
