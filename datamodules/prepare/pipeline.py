@@ -334,12 +334,21 @@ def run_prepare(cfg: PrepareConfig, extractor: Any = None, sync_net: Any = None)
     dataset's manifest.json and stats.json are written too (several slices: `merge_slices`).
     """
     index, num = resolve_slice(cfg)
-    name = cfg.dataset_name
     sdir = slice_dir(cfg.output, index)
     sdir.mkdir(parents=True, exist_ok=True)
     items = [it for it in list_items(cfg) if slice_of(it.item_id, num) == index]
     if cfg.max_items is not None:
         items = items[: cfg.max_items]
+    lock = _lock_slice(sdir)
+    try:
+        return _run_slice(cfg, items, index, num, sdir, extractor, sync_net)
+    finally:
+        lock.close()
+
+
+def _run_slice(cfg: PrepareConfig, items: list[RawItem], index: int, num: int, sdir: Path, extractor: Any,
+               sync_net: Any) -> dict[str, Any]:
+    name = cfg.dataset_name
     state = LedgerState.load(sdir / LEDGER)
     settings = output_settings(cfg)
     _check_same_settings(state, settings, num, sdir)
@@ -407,6 +416,19 @@ def _process_item(item, results, cfg, state, writer, ledger, extractor, sync_net
     record.update(written=written, rejected=rejected)
     ledger.append(record)
     return kept
+
+
+def _lock_slice(sdir: Path):
+    """An exclusive lock on the slice folder: two processes must never write one slice (e.g. a requeue overlap)."""
+    import fcntl
+
+    f = open(sdir / ".lock", "w")  # noqa: SIM115  (kept open: the lock lives as long as the file)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ValueError(f"{sdir}: another prepare process is writing this slice; wait for it or stop it") from None
+    return f
 
 
 def _check_same_settings(state: LedgerState, settings: dict, num: int, sdir: Path) -> None:

@@ -105,3 +105,13 @@ def test_ledger_torn_tail_and_resume_state(tmp_path):
     assert st.item_finished("b") and not st.item_finished("c") and st.item_finished("c", retry_failed=False)
     Ledger(path).close()  # reopening cuts the torn tail so the next record starts on its own line
     assert path.read_text().endswith("}\n") and json.loads(path.read_text().splitlines()[-1])["item"] == "c"
+
+
+def test_slice_lock_refuses_a_second_writer(tmp_path):
+    from datamodules.prepare.pipeline import _lock_slice
+
+    lock = _lock_slice(tmp_path)
+    with pytest.raises(ValueError, match="another prepare process is writing this slice"):
+        _lock_slice(tmp_path)
+    lock.close()
+    _lock_slice(tmp_path).close()

@@ -77,6 +77,9 @@ def test_mead_30fps_44k_to_aligned_labelled_shards(reference, mead_tree):
     assert rej == {k: v for k, v in expect.items() if ":" not in v}
     assert json.loads((out / "summary.json").read_text())["clips"]["kept"] == 6
     assert not any("left_30" in k for k in got)  # views=[front]
+    from pl_modules.cli import main
+
+    assert main(["shards", "check", str(out)]) == 0  # `playmate shards check`
 
 
 def test_bad_inputs_are_rejected_with_reasons_never_crash(tmp_path):
