@@ -259,3 +259,24 @@ def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
     (s,) = samples(tmp_path / "out").values()
     assert s["motion"].shape[0] == 88 and s["wav"].size == 88 * 640 and count_frames(s["mp4"]) == 88
     assert s["meta"]["sync_offset"] == 2 and s["meta"]["start_s"] == pytest.approx(0.08)
+
+
+def test_avspeech_segment_annotation_box_and_audio_offset(tmp_path):
+    """A CSV segment [1.0, 5.0] s of a 6 s video: 100 frames starting at t = 1 s, audio cut at the same instant."""
+    from datamodules.prepare import steps
+
+    raw = tmp_path / "raw"
+    video = write_video(raw / "yt0.mp4", seconds=6.0, seed=3)
+    (raw / "avspeech_train.csv").write_text("yt0,1.0,5.0,0.5,0.45\nmissing,0.0,4.0,0.5,0.5\n")
+    summary = run_prepare(make_cfg(dataset="avspeech", input=raw, output=tmp_path / "out", decode_backend="pyav"),
+                          extractor=StubExtractor())
+    assert summary["items"]["rejected"] == {"missing_video": 1}
+    (s,) = samples(tmp_path / "out").values()
+    meta = s["meta"]
+    assert s["motion"].shape[0] == 100 and meta["start_s"] == 1.0 and meta["face_box_source"] == "annotation"
+    cx = (meta["face_box"][0] + meta["face_box"][2]) / 2
+    cy = (meta["face_box"][1] + meta["face_box"][3]) / 2
+    assert (cx, cy) == pytest.approx((64.0, 0.45 * 128))
+    x, rate, a0 = steps.decode_audio(video)
+    ref = steps.to_int16(steps.resample_audio(x, rate))[16000 : 16000 + 100 * 640]
+    np.testing.assert_array_equal(s["wav"], ref)
