@@ -67,7 +67,7 @@ class PrepareConfig:
     name: Optional[str] = None  # dataset name in sample keys; default: the adapter name
     labels: Optional[str] = None  # label file (mafw, folder) or clip CSV (avspeech); default per adapter
     views: list[str] = field(default_factory=lambda: ["front"])  # MEAD camera views to keep
-    face_model_dir: Optional[str] = None  # LivePortrait weights (dir holding base_models/); required for run
+    face_model_dir: Optional[str] = None  # LivePortrait base_models/ dir (or its parent); required for run
     face_model_preset: str = field(default="full", metadata={"choices": ("full", "tiny")})  # tiny: tests only
     crop_scale: float = field(default=2.2, metadata={"range": (1.0, 4.0)})  # LivePortrait driving crop
     crop_vx: float = 0.0

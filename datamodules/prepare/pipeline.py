@@ -304,7 +304,11 @@ def load_extractor(cfg: PrepareConfig, device: str) -> Any:
                          "base_models/), e.g. face_model_dir=/data/weights/liveportrait")
     from models.liveportrait import FaceModelConfig, load_face_model
 
-    return load_face_model(cfg.face_model_dir, device, cfg=FaceModelConfig.tiny() if cfg.face_model_preset == "tiny" else None)
+    try:
+        return load_face_model(cfg.face_model_dir, device,
+                               cfg=FaceModelConfig.tiny() if cfg.face_model_preset == "tiny" else None)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"face_model_dir={cfg.face_model_dir}: {e}") from None
 
 
 def load_sync_net(cfg: PrepareConfig, device: str) -> Any:
