@@ -33,6 +33,9 @@ def write_export(out: Path, ds: Path, seed: int, global_step: int) -> Path:
     cfg = tiny_config(ds)
     torch.manual_seed(seed)
     model = build_motion_dit(cfg.model)
+    with torch.no_grad():  # the DiT's output layer is zero-initialised: perturb so checkpoints differ
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "model.pt")
     (out / "config.yaml").write_text(yaml.safe_dump(to_container(cfg), sort_keys=False))
