@@ -117,8 +117,14 @@ class FaceModel(nn.Module):
         self.warping_module = WarpingNetwork(self.cfg.warping)
         self.spade_generator = SPADEDecoder(self.cfg.generator)
         self.amp_dtype: torch.dtype | None = None  # torch.float16 / bfloat16: autocast on CUDA (public: fp16)
+        # Frozen renderer: .train() keeps eval mode (BatchNorm running stats, spectral norm without power
+        # iteration) even when a parent module switches to training; set False for fine-tuning.
+        self.frozen = True
         self.initialize_weights()
         self.eval()
+
+    def train(self, mode: bool = True) -> FaceModel:
+        return super().train(mode and not self.frozen)
 
     @torch.no_grad()
     def initialize_weights(self) -> None:

@@ -97,6 +97,14 @@ def test_render_and_extract_validate_inputs(tiny_model, frames):
         tiny_model.render(frames[0], motion[0], kp[0], motion, batch_size=0)
 
 
+def test_frozen_model_stays_in_eval_mode(tiny_cfg):
+    model = FaceModel(tiny_cfg)
+    parent = torch.nn.Sequential(model).train()  # e.g. a LightningModule switching to training
+    assert not parent[0].training and not model.spade_generator.up_0.conv_0.training
+    model.frozen = False
+    assert model.train().spade_generator.training
+
+
 def test_load_face_model_api(tiny_weights_dir, tiny_cfg):
     model = load_face_model(tiny_weights_dir, "cpu", cfg=tiny_cfg)
     assert isinstance(model, FaceModel)
