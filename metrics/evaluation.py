@@ -87,6 +87,16 @@ class EvaluationConfig:
         if self.fvd_clip_len < 9:
             raise ValueError(f"fvd_clip_len {self.fvd_clip_len} < 9: I3D yields no logits for shorter clips")
 
+    @classmethod
+    def from_schema(cls, eval_cfg: Any) -> EvaluationConfig:
+        """From configs.schema.EvalConfig (dataclass, DictConfig or dict): every field of the same
+        name is taken, the others keep their defaults (so the schema may grow field by field)."""
+        get = eval_cfg.get if isinstance(eval_cfg, dict) else lambda k, d=None: getattr(eval_cfg, k, d)
+        values = {f: get(f) for f in cls.__dataclass_fields__ if get(f) is not None}
+        if "metrics" in values:
+            values["metrics"] = list(values["metrics"])
+        return cls(**values)
+
 
 # ------------------------------------------------------------------------------------------------
 # Validation clips and the rank split

@@ -219,3 +219,15 @@ def test_real_renderer_and_random_weight_networks(eval_assets, tmp_path):
     assert sorted(p["random_weights"]) == ["csim", "fid", "sync"] and p["rendered_frames"] == 10
     assert "fvd" in p["skipped"]  # one clip: a Fréchet distance needs ≥ 2 samples per side (reported, not faked)
     assert len(p["face_model"]["files"]) == 4 and report.read_text().startswith(f"# {RANDOM_TITLE}")
+
+
+def test_config_from_schema_and_validation():
+    from configs.schema import EvalConfig
+
+    c = EvaluationConfig.from_schema(EvalConfig(num_clips=3, sample_seed=7, num_videos=1, render_batch_size=2))
+    assert (c.num_clips, c.sample_seed, c.num_videos, c.render_batch_size, c.max_frames) == (3, 7, 1, 2, 250)
+    assert EvaluationConfig.from_schema({"metrics": ("motion",), "face_model_dir": None}).metrics == ["motion"]
+    with pytest.raises(ValueError, match="unknown"):
+        EvaluationConfig(metrics=["fid", "psnrr"])
+    with pytest.raises(ValueError, match="fvd_clip_len"):
+        EvaluationConfig(fvd_clip_len=8)
