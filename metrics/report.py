@@ -76,15 +76,16 @@ class CheckpointResult:
 def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size: int = 256,
                     indices: Sequence[int] | None = None) -> np.ndarray:
     """Raw motion (T, 70) generated and ground truth + x_c (21, 3) → uint8 (N, size, 2·size, 3):
-    the 21 driving keypoints (x, y) drawn side by side, generated left (blue), ground truth right (green)."""
+    the 21 driving keypoints (x, y) drawn side by side, generated left (blue), ground truth right (green),
+    lips red, both in the same frame fitted to the ground truth."""
     from PIL import Image, ImageDraw
 
     from models.motion import LOWER_LIP_KP, UPPER_LIP_KP, transform_keypoints
 
     idx = list(range(gen.shape[0])) if indices is None else list(indices)
     pts = [transform_keypoints(kp.float(), m[idx].float())[..., :2].numpy() for m in (gen, gt)]  # 2 × (N, 21, 2)
-    allp = np.concatenate([p.reshape(-1, 2) for p in pts])
-    lo, hi = allp.min(0), allp.max(0)
+    ref = pts[1].reshape(-1, 2)  # framed on the ground truth: generated points far off it leave the panel
+    lo, hi = ref.min(0), ref.max(0)
     scale = 0.8 * size / max(float((hi - lo).max()), 1e-6)
     centre = (lo + hi) / 2
     out = np.zeros((len(idx), size, 2 * size, 3), np.uint8)
@@ -93,7 +94,7 @@ def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size:
         d = ImageDraw.Draw(img)
         d.line([(size, 0), (size, size)], fill=(180, 180, 180))
         for panel, (p, colour, name) in enumerate(zip(pts, ((40, 90, 200), (30, 150, 60)), ("generated", "ground truth"))):
-            xy = (p[i] - centre) * scale * np.array([1.0, -1.0]) + size / 2  # y up in the motion space
+            xy = (p[i] - centre) * scale + size / 2  # y grows downwards, as in the image (lower lip below upper)
             xy[:, 0] += panel * size
             for k, (x, y) in enumerate(xy):
                 r = 4 if k in (UPPER_LIP_KP, LOWER_LIP_KP) else 2.5
