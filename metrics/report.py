@@ -178,7 +178,7 @@ def per_clip_plot(result: EvalResult) -> bytes | None:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 1.5), 3.0))
     ax.bar(x - 0.2, [r["mouth_audio_r"] for r in rows], 0.4, label="generated")
     ax.bar(x + 0.2, [r["mouth_audio_r_gt"] for r in rows], 0.4, label="ground truth", color="gray")
-    ax.set_xticks(x, [r["key"][-12:] for r in rows], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(x, [r["key"] if len(r["key"]) <= 24 else "…" + r["key"][-23:] for r in rows], rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("mouth/audio r")
     ax.axhline(0, color="black", lw=0.5)
     ax.legend(fontsize=7)
