@@ -6,6 +6,9 @@ mouth following the audio envelope; datamodules/synthetic.py), with a plain loop
 `training_loss` the LightningModule uses, exported in the `playmate export` format and run through
 `generate_motion`. Measured: the frame-to-frame change (L2 over the 70 normalised dims) at the
 window boundaries 100, 200, …, 700 against the changes inside windows.
+
+    PLAYMATE_CONTINUITY_STEPS=1500 PLAYMATE_CONTINUITY_REPORT=cont.json \
+        pytest -m slow tests/generate/test_continuity_trained.py -s     # the RESULTS.md numbers (~16 min CPU)
 """
 
 from __future__ import annotations
