@@ -501,7 +501,7 @@ class Evaluator:
         rows = _gather_rows(rows)
         # a random-weight network marks the result only if it produced a number
         random = [n for n in self.random_used if n in self.metrics and n not in not_computed]
-        protocol = self._protocol(rows, not_computed, random)
+        protocol = self._protocol(rows, not_computed, random, generator)
         return EvalResult(scalars, rows, protocol, bool(random), samples)
 
     def _compute(self) -> tuple[dict[str, float], dict[str, str]]:
@@ -525,10 +525,12 @@ class Evaluator:
             else:
                 out[name] = float(value)
             failed.pop(name, None)
-        return {k: v for k, v in out.items() if not (isinstance(v, float) and math.isnan(v) and k.endswith("_std"))}, failed
+        out.pop("num_clips_gt", None)  # same as num_clips
+        return {k: v for k, v in out.items() if not (math.isnan(v) and k.endswith("_std"))}, failed
 
-    def _protocol(self, rows: list[dict[str, Any]], not_computed: dict[str, str], random: list[str]) -> dict[str, Any]:
-        cfg = self.config
+    def _protocol(self, rows: list[dict[str, Any]], not_computed: dict[str, str], random: list[str],
+                  generator: MotionGenerator) -> dict[str, Any]:
+        cfg, d = self.config, generator.diffusion
         per_metric: dict[str, Any] = {}
         for name, metric in self.metrics.items():
             proto = getattr(metric, "protocol", None)
@@ -543,8 +545,9 @@ class Evaluator:
             "rendered_clips": len(rendered),
             "rendered_frames": int(sum(r["rendered_frames"] for r in rendered)),
             "fvd_skipped_clips": sum(1 for r in rows if r.get("fvd_skipped")),
-            "generation": f"whole clips (≤ {cfg.max_frames or 'all'} frames), windowed DDIM, seed = "
-                          f"{cfg.sample_seed} + crc32(key), steps = {cfg.sampling_steps or 'checkpoint default'}",
+            "generation": f"whole clips (≤ {cfg.max_frames or 'all'} frames), windows of {generator.t_window} "
+                          f"(context {generator.tp}), {d.sampler} {cfg.sampling_steps or d.sampling_steps} steps, "
+                          f"eta {d.eta}, w_a {d.w_a}, w_e {d.w_e} (stage two only), seed = {cfg.sample_seed} + crc32(key)",
             "resolutions": {
                 "motion": "raw 70-d motion (no image)",
                 "fid": f"generated 512 → {cfg.eval_size} and GT mp4 256 → {cfg.eval_size}, then the network's own resize",

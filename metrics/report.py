@@ -90,17 +90,16 @@ def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size:
     centre = (lo + hi) / 2
     out = np.zeros((len(idx), size, 2 * size, 3), np.uint8)
     for i in range(len(idx)):
-        img = Image.new("RGB", (2 * size, size), (250, 250, 250))
-        d = ImageDraw.Draw(img)
-        d.line([(size, 0), (size, size)], fill=(180, 180, 180))
         for panel, (p, colour, name) in enumerate(zip(pts, ((40, 90, 200), (30, 150, 60)), ("generated", "ground truth"))):
+            img = Image.new("RGB", (size, size), (250, 250, 250))  # one image per panel: points off it are clipped
+            d = ImageDraw.Draw(img)
             xy = (p[i] - centre) * scale + size / 2  # y grows downwards, as in the image (lower lip below upper)
-            xy[:, 0] += panel * size
             for k, (x, y) in enumerate(xy):
                 r = 4 if k in (UPPER_LIP_KP, LOWER_LIP_KP) else 2.5
                 d.ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 40) if r == 4 else colour)
-            d.text((panel * size + 6, 4), f"{name}  t={idx[i]}", fill=(60, 60, 60))
-        out[i] = np.asarray(img)
+            d.text((6, 4), f"{name}  t={idx[i]}", fill=(60, 60, 60))
+            d.line([(0, 0), (0, size)], fill=(180, 180, 180))
+            out[i, :, panel * size : (panel + 1) * size] = np.asarray(img)
     return out
 
 
