@@ -196,7 +196,7 @@ def describe(key: str) -> tuple[str, str]:
     for suffix, (direction, text) in (("_gt", ("ref", "ground truth: {}")), ("_std", ("info", "std over videos of: {}"))):
         if key.endswith(suffix):
             base = describe(key[: -len(suffix)])
-            return direction, text.format(base[1]) if base[1] else ""
+            return direction, text.format(base[1].replace(", generated", "")) if base[1] else ""
     return "", ""
 
 
