@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from configs.loader import load_config, to_container, to_yaml
@@ -75,6 +76,8 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
+    if cfg.trainer.accelerator == "cpu":  # leave a core per data worker: oversubscription costs 4× here
+        torch.set_num_threads(max(1, ((os.cpu_count() or 1) - cfg.data.num_workers) // cfg.trainer.devices))
 
     log.info("Building datamodule")
     dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=cfg.seed)

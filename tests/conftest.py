@@ -11,6 +11,7 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)  # 2 cores: intra-op threads on top of data workers/other processes are 4× slower
 
 
 def write_random_dataset(out: Path, clips: int = 8, per_shard: int = 2, frames: int = 160, seed: int = 0,

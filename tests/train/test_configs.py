@@ -34,7 +34,7 @@ def test_other_yaml_files_load():
 
 def test_group_selection_and_overrides():
     cfg = load_config(ExperimentConfig, ROOT / "stage1.yaml", ["model=tiny", "trainer=cpu", "optim.lr=3e-4", *DATA])
-    assert (cfg.model.preset, cfg.model.depth, cfg.model.width) == ("tiny", 2, 64)
+    assert (cfg.model.preset, cfg.model.depth, cfg.model.width) == ("tiny", 2, 128)
     assert cfg.trainer.accelerator == "cpu" and cfg.optim.lr == 3e-4
     assert cfg.run_dir == "runs/stage1"
 
