@@ -12,6 +12,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
+from metrics.evaluation import EvaluationConfig
 from models.audio import AudioEncoderConfig
 from models.diffusion import DiffusionConfig
 from models.dit import MotionDiTConfig
@@ -96,15 +97,10 @@ class Stage2Config:
 
 
 @dataclass
-class EvalConfig:
-    """Evaluation callback during training (metrics/); 0 disables."""
+class EvalConfig(EvaluationConfig):
+    """Evaluation during training: `metrics.evaluation.EvaluationConfig` plus how often (0 = never)."""
 
     every_n_steps: int = field(default=0, metadata={"range": (0, None)})
-    num_clips: int = field(default=8, metadata={"range": (1, None)})
-    face_model_dir: Optional[str] = None  # LivePortrait base_models/ dir: enables rendering
-    render_batch_size: int = field(default=8, metadata={"range": (1, None)})
-    num_videos: int = field(default=2, metadata={"range": (0, None)})  # sample videos logged (rank zero)
-    sample_seed: int = 1234  # fixed sampling noise for validation and evaluation
 
 
 @dataclass

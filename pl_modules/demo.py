@@ -123,6 +123,8 @@ def _generate(checkpoint: Path, clip, root: Path) -> dict[str, float]:
 
 
 def _evaluate(ckpts: list[Path], val_dir: Path, root: Path, c: DemoConfig) -> Path:
-    from metrics.report import evaluate_checkpoints
+    from metrics.evaluation import EvaluationConfig
+    from pl_modules.commands.evaluate import evaluate_checkpoints
 
-    return evaluate_checkpoints([str(p) for p in ckpts], [str(val_dir)], root / "report", max_clips=c.eval_clips)
+    cfg = EvaluationConfig(num_clips=c.eval_clips, max_frames=150, sampling_steps=c.sampling_steps)
+    return evaluate_checkpoints(ckpts, [val_dir], root / "report", cfg)

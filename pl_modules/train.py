@@ -96,6 +96,11 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
         ThroughputCallback(),
         RequeueCallback(ckpt_dir / "last.ckpt"),
     ]
+    if cfg.eval.every_n_steps:
+        from metrics.callback import EvaluationCallback
+
+        callbacks.append(EvaluationCallback(cfg.eval, data=list(cfg.data.val_shards),
+                                            every_n_steps=cfg.eval.every_n_steps, out_dir=run_dir / "eval"))
     logger = build_logger(cfg, run_dir)
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

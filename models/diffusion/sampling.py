@@ -111,8 +111,7 @@ def ddim_sample(
     ts = ddim_timesteps(schedule.num_timesteps, steps).tolist()
     for i, step in enumerate(ts):
         t = torch.full((shape[0],), step, device=x.device, dtype=torch.long)
-        eps = eps_fn(x, t).to(x.dtype)  # (B, T, M)
-        x0 = schedule.predict_x0(x, t, eps)
+        x0, eps = schedule.denoise(x, t, eps_fn(x, t).to(x.dtype))  # (B, T, M) each
         ab = schedule.gather("alphas_cumprod", t, x)
         if i + 1 < len(ts):
             ab_prev = schedule.gather("alphas_cumprod", torch.full_like(t, ts[i + 1]), x)
@@ -137,7 +136,7 @@ def ddpm_sample(
     x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T
     for step in reversed(range(schedule.num_timesteps)):
         t = torch.full((shape[0],), step, device=x.device, dtype=torch.long)
-        x0 = schedule.predict_x0(x, t, eps_fn(x, t).to(x.dtype))
+        x0, _ = schedule.denoise(x, t, eps_fn(x, t).to(x.dtype))
         mean = (
             schedule.gather("posterior_mean_coef1", t, x) * x0
             + schedule.gather("posterior_mean_coef2", t, x) * x

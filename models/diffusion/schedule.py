@@ -30,6 +30,10 @@ class DiffusionConfig:
     sampler: str = "ddim"  # ddim (default, fast) or ddpm (ancestral, N steps)
     sampling_steps: int = 50  # DDIM steps (method.md §8 #10: 25–50)
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ≈ DDPM posterior variance
+    # Sampling clamps x̂_0 to ±clip_x0 (normalised units; data lie within about ±7) and re-derives ε̂
+    # from it. With ε-prediction, x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ amplifies ε̂ errors by 1/√ᾱ_N ≈ 157 at
+    # the first step of the linear schedule; 0 disables the clamp.
+    clip_x0: float = 10.0
     w_a: float = 1.5  # audio guidance scale (paper Eq. 8 default)
     w_e: float = 1.5  # emotion guidance scale (paper Eq. 8 default; used only with an emotion)
 
@@ -44,6 +48,8 @@ class DiffusionConfig:
             raise ValueError(f"need 0 < beta_start {self.beta_start} < beta_end {self.beta_end} < 1")
         if not 1 <= self.sampling_steps <= self.num_timesteps:
             raise ValueError(f"sampling_steps {self.sampling_steps} must be in [1, {self.num_timesteps}]")
+        if self.clip_x0 < 0:
+            raise ValueError(f"clip_x0 must be ≥ 0 (0 disables), got {self.clip_x0}")
         if self.eta < 0:
             raise ValueError(f"eta must be ≥ 0, got {self.eta}")
 
@@ -64,10 +70,11 @@ def make_betas(config: DiffusionConfig) -> Tensor:
 class NoiseSchedule:
     """Tables of a discrete diffusion process indexed by t ∈ [0, N)."""
 
-    def __init__(self, betas: Tensor):
+    def __init__(self, betas: Tensor, clip_x0: float = 0.0):
         if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError(f"betas must be a 1-d tensor in (0, 1), got shape {tuple(betas.shape)}")
         self.betas = betas.double()
+        self.clip_x0 = clip_x0  # used by the samplers only (see DiffusionConfig.clip_x0)
         self.num_timesteps = len(betas)
         alphas = 1 - self.betas
         self.alphas_cumprod = torch.cumprod(alphas, dim=0)  # ᾱ_t (N,)
@@ -81,7 +88,7 @@ class NoiseSchedule:
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> NoiseSchedule:
-        return cls(make_betas(config))
+        return cls(make_betas(config), config.clip_x0)
 
     def gather(self, name: str, t: Tensor, like: Tensor) -> Tensor:
         """Table `name` at steps t (B,) → (B, 1, …, 1) in like's dtype/device, for broadcasting."""
@@ -99,6 +106,15 @@ class NoiseSchedule:
         """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε: x0, noise (B, …), t (B,) → (B, …)."""
         ab = self.gather("alphas_cumprod", t, x0)
         return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def denoise(self, x_t: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """Sampling's (x̂_0, ε̂): x̂_0 clamped to ±clip_x0 when set, ε̂ re-derived to match it."""
+        x0 = self.predict_x0(x_t, t, eps)
+        if not self.clip_x0:
+            return x0, eps
+        x0 = x0.clamp(-self.clip_x0, self.clip_x0)
+        ab = self.gather("alphas_cumprod", t, x_t)
+        return x0, (x_t - ab.sqrt() * x0) / (1 - ab).sqrt()
 
     def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x̂_0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t."""

@@ -90,7 +90,7 @@ def test_nested_cfg_equals_three_separate_forwards():
     e00 = model(x_t, t, **inputs, audio_drop=drop, emotion=null)
     ea0 = model(x_t, t, **inputs, audio_drop=keep, emotion=null)
     eae = model(x_t, t, **inputs, audio_drop=keep, emotion=emotion)
-    torch.testing.assert_close(eps, e00 + 1.5 * (ea0 - e00) + 2.0 * (eae - ea0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps, e00 + 1.5 * (ea0 - e00) + 2.0 * (eae - ea0), atol=1e-4, rtol=1e-4)
 
 
 def test_nested_cfg_windowed_generation_runs():
