@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_random_dataset
+from tests.helpers import write_random_dataset
 
 from datamodules.contract import (
     ClipSample,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_random_dataset
+from tests.helpers import write_random_dataset
 
 from configs.schema import DataConfig
 from datamodules.motion_wds import MotionDataModule

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from tests.evaluation.conftest import tiny_config
 
 from metrics.callback import EvaluationCallback
 from metrics.evaluation import EvaluationConfig

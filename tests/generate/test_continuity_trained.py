@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import tiny_config
+from tests.generate.conftest import tiny_config
 
 from models.motion import POSE, MotionStats, normalize_motion
 from pl_modules import generate as g

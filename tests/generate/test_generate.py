@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import reference_motion, tiny_config, write_export, write_wav
+from tests.generate.conftest import reference_motion, tiny_config, write_export, write_wav
 
 from models.emotion import EMOTIONS
 from models.motion import POSE, MotionStats, normalize_motion

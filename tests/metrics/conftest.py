@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from tests.metrics.gloo import _free_port, _worker
 
 
 @pytest.fixture
@@ -44,23 +43,6 @@ def save_sd(tmp_path: Path) -> Callable[..., Path]:
     return _save
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, fn: Callable, args: tuple, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        res = fn(rank, world, *args)
-        torch.save(res, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.fixture
 def run_gloo(tmp_path: Path) -> Callable[..., list]:
     """Run fn(rank, world, *args) on 2 gloo CPU processes; return the per-rank results."""
@@ -68,6 +50,6 @@ def run_gloo(tmp_path: Path) -> Callable[..., list]:
     def _run(fn: Callable, *args: object, world: int = 2) -> list:
         out = str(tmp_path / "res")
         mp.spawn(_worker, args=(world, _free_port(), fn, args, out), nprocs=world, join=True)
-        return [torch.load(f"{out}.{r}", weights_only=False) for r in range(world)]
+        return [torch.load(f"{out}.{r}", weights_only=True) for r in range(world)]
 
     return _run

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_cfg
+from tests.prepare.conftest import make_cfg
 
 from datamodules.prepare.adapters import LayoutError, list_items
 from datamodules.prepare.config import PrepareConfig, resolve_slice

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import StubExtractor, make_cfg
+from tests.prepare.conftest import StubExtractor, make_cfg
 from media import vfr_times, write_corrupt, write_truncated, write_video
 
 from datamodules.contract import decode_sample

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from conftest import write_random_dataset
+from tests.helpers import write_random_dataset
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from configs.loader import load_config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_random_dataset
+from tests.helpers import write_random_dataset
 
 from configs.loader import load_config
 from configs.schema import ExperimentConfig
