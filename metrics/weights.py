@@ -5,23 +5,15 @@ Every error names the config key that points at the file, the file, and the offe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from datamodules.shards import sha256_file  # noqa: F401  (re-exported: logged next to every number)
+
 IGNORED_SUFFIXES = ("num_batches_tracked",)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (logged next to every number computed with it)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_file(path: str | Path | None, config_key: str) -> Path:
