@@ -24,7 +24,7 @@ from models.diffusion.schedule import NoiseSchedule
 from models.dit import MotionDiT, build_motion_dit, make_id_feat
 from models.emotion import build_emotion_controller, freeze_stage_one, stage_two_condition_drop
 from models.motion import MotionStats, denormalize_motion
-from pl_modules.validation import motion_validation_metrics
+from pl_modules.validation import log_mouth_plot, motion_validation_metrics
 
 
 class MotionDiffusionModule(pl.LightningModule):
@@ -136,6 +136,12 @@ class MotionDiffusionModule(pl.LightningModule):
         self.val_outputs.append({"gen": raw.float().cpu(), "gt": raw_gt.float().cpu(), "kp": batch["kp"].cpu(),
                                  "wav": batch.get("wav"), "key": batch["key"]})
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if grads:  # (under DeepSpeed ZeRO the gradients live in the engine's partitions instead)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm, batch_size=1)
+
     def on_validation_epoch_start(self) -> None:
         self.val_outputs = []
 
@@ -145,6 +151,8 @@ class MotionDiffusionModule(pl.LightningModule):
         metrics = motion_validation_metrics(self.val_outputs)
         for name, value in metrics.items():
             self.log(f"val/{name}", value, sync_dist=True)
+        if self.trainer.is_global_zero and self.cfg.logger.log_media:
+            log_mouth_plot(self.logger, self.val_outputs[0], self.global_step)
 
     # ---------------------------------------------------------------------------------- checkpoints
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from metrics.motion import motion_jitter, mouth_audio_correlation
+from metrics.motion import audio_envelope, motion_jitter, mouth_audio_correlation, mouth_series
 
 
 def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]:
@@ -33,3 +33,32 @@ def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]
             "mouth_audio_lag": float(np.mean(lags)),
         })
     return metrics
+
+
+def log_mouth_plot(logger: Any, out: dict[str, Any], step: int) -> None:
+    """W&B image: generated vs ground-truth mouth opening (and the audio envelope) of the first clip."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger) or out.get("wav") is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gen, gt = mouth_series(out["gen"][0], out["kp"][0]), mouth_series(out["gt"][0], out["kp"][0])
+    env = audio_envelope(out["wav"][0].cpu(), gen.numel())
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    ax.plot(gt.numpy(), label="ground truth", color="tab:green")
+    ax.plot(gen.numpy(), label="generated", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(env.numpy(), color="tab:gray", alpha=0.5, label="audio envelope")
+    ax.set_xlabel("frame (25 fps)")
+    ax.set_ylabel("mouth opening")
+    ax.set_title(f"{out['key'][0]} · step {step}")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
+    plt.close(fig)
+    logger.log_image("val/mouth_opening", [image], step=step)
