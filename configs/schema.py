@@ -87,13 +87,13 @@ class LoggerConfig:
 
 @dataclass
 class Stage2Config:
-    """Stage two: emotion controller on the frozen stage-one DiT (DESIGN §6)."""
+    """Stage two: emotion controller on the frozen stage-one DiT (DESIGN §6).
+
+    The controller, its condition dropout (emotion.p_drop_both, emotion.p_drop_emotion) and the
+    Exp-MLP flag (emotion.train_exp_head) are configured in the `emotion` section.
+    """
 
     init_from: Optional[str] = None  # stage-one Lightning ckpt, DeepSpeed dir, or `playmate export` dir
-    train_exp_mlp: bool = False  # also train the Exp-MLP (method.md §8 item 16)
-    p_audio_emotion: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
-    p_audio_null: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
-    p_null_null: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
 
 
 @dataclass
@@ -142,7 +142,4 @@ class ExperimentConfig:
             errors.append(("trainer.precision", f"{t.precision} needs a GPU; use 32-true or bf16-mixed on CPU"))
         if self.stage == "stage2" and not self.stage2.init_from:
             errors.append(("stage2.init_from", "stage two starts from a stage-one checkpoint; set stage2.init_from=PATH"))
-        s = self.stage2
-        if abs(s.p_audio_emotion + s.p_audio_null + s.p_null_null - 1.0) > 1e-6:
-            errors.append(("stage2.p_audio_emotion", "the three condition-dropout probabilities must sum to 1"))
         return errors

@@ -53,7 +53,7 @@ class MotionDiffusionModule(pl.LightningModule):
         self.model = build_motion_dit(self.cfg.model)
         if self.cfg.stage == "stage2":
             self.model.attach_emotion_controller(build_emotion_controller(self.cfg.emotion, self.cfg.model))
-            freeze_stage_one(self.model, self.cfg.stage2.train_exp_mlp)
+            freeze_stage_one(self.model, self.cfg.emotion.train_exp_head)
 
     def train(self, mode: bool = True) -> MotionDiffusionModule:
         """Stage two keeps the frozen stage-one network in eval mode (no dropout) while training."""
@@ -61,7 +61,7 @@ class MotionDiffusionModule(pl.LightningModule):
         if mode and self.cfg.stage == "stage2" and self.model is not None:
             self.model.eval()
             self.model.emotion_controller.train()
-            if self.cfg.stage2.train_exp_mlp:
+            if self.cfg.emotion.train_exp_head:
                 self.model.exp_mlp.train()
         return self
 
@@ -100,8 +100,8 @@ class MotionDiffusionModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         cond = self.conditions(batch)
         if self.cfg.stage == "stage2":
-            s2 = self.cfg.stage2
-            cond["audio_drop"], cond["emotion"] = stage_two_condition_drop(batch["emotion"], s2.p_null_null, s2.p_audio_null)
+            e = self.cfg.emotion
+            cond["audio_drop"], cond["emotion"] = stage_two_condition_drop(batch["emotion"], e.p_drop_both, e.p_drop_emotion)
             cond["augment"] = True  # the frozen trunk runs in eval mode but keeps context noise
         x0 = batch["motion"][:, self.cfg.model.tp :]
         out = training_loss(self.model, self.schedule, x0, cond)
