@@ -59,6 +59,8 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise ConfigError(_one_line(e, base)) from None
+    except ConfigError:
+        raise
     except ValueError as e:  # a section's own __post_init__ check (e.g. model preset, diffusion schedule)
         raise ConfigError(f"{schema.__name__}: {e}") from None
     _check_fields(obj, "")

@@ -36,14 +36,14 @@ def _say(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
 
 
-def _overrides(c: DemoConfig, run: Path, steps: int, data: Path, val: Path) -> list[str]:
+def _overrides(c: DemoConfig, run: Path, steps: int, data: Path, val: Path, lr: float = 1e-3) -> list[str]:
     return [
         "model=tiny", "trainer=cpu", "logger=wandb", "logger.mode=offline", f"name={run.name}", f"run_dir={run}",
         f"data.train_shards=[{data}]", f"data.val_shards=[{val}]", f"data.batch_size={c.batch_size}",
         "data.num_workers=1", "data.shuffle_buffer=64", f"data.epoch_windows={c.batch_size * 100}",
         f"trainer.max_steps={steps}", f"trainer.val_every_n_steps={steps}", f"trainer.ckpt_every_n_steps={steps}",
         "trainer.limit_val_batches=1", f"data.val_max_clips={c.val_clips}", f"data.val_batch_size={c.val_clips}",
-        f"diffusion.sampling_steps={c.sampling_steps}", "optim.lr=1e-3", "optim.warmup_steps=50",
+        f"diffusion.sampling_steps={c.sampling_steps}", f"optim.lr={lr}", "optim.warmup_steps=50",
         "optim.ema_decay=0.99", "trainer.log_every_n_steps=20", f"seed={c.seed}",
     ]
 
@@ -84,7 +84,9 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
          f"{results['stage1_mouth_audio_r']:.3f}")
 
     run2 = root / "runs" / "stage2"
-    ov2 = _overrides(c, run2, c.stage2_steps, train_dir, val_dir) + [f"stage2.init_from={exp1}"]
+    # The label matters where the context does not already show the emotion: start-token windows.
+    ov2 = _overrides(c, run2, c.stage2_steps, train_dir, val_dir, lr=3e-3) + [
+        f"stage2.init_from={exp1}", "model.start_token_prob=0.5"]
     train(resolve(load_config(ExperimentConfig, configs / "stage2.yaml", ov2)))
     exp2 = export(run2 / "checkpoints" / "last.ckpt", run2 / "export")
     _say(f"stage two: {c.stage2_steps} steps on the frozen DiT → {exp2}  [{time.time() - t0:.0f} s]")

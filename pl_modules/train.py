@@ -126,6 +126,8 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     if not trainer.interrupted:  # the final state, whatever the checkpoint interval (all ranks: a collective)
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    if logger and trainer.is_global_zero:  # close the W&B run: a next training in this process starts its own
+        logger.experiment.finish()
     return trainer
 
 
