@@ -40,6 +40,10 @@ def build_logger(cfg: ExperimentConfig, run_dir: Path):
     mode = cfg.logger.mode
     if mode == "auto":
         mode = "online" if os.environ.get("WANDB_API_KEY") or _netrc_has_wandb() else "offline"
+    import wandb
+
+    if wandb.run is not None:  # a run left open in this process would swallow this training's logs
+        wandb.finish()
     run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]  # same dir ⇒ same W&B run
     logger = WandbLogger(project=cfg.logger.project, entity=cfg.logger.entity, name=cfg.name, id=run_id,
                          save_dir=str(run_dir), offline=mode == "offline", tags=list(cfg.logger.tags))
