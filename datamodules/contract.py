@@ -39,7 +39,7 @@ FPS = 25
 SAMPLE_RATE = 16_000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 
-from models.emotion import EMOTIONS, NULL_EMOTION  # noqa: E402  (labels of DESIGN §6; 8 = null)
+from models.emotion import EMOTIONS  # noqa: E402  (labels of DESIGN §6; null = NULL_EMOTION there)
 
 REQUIRED_MEMBERS = ("motion.npy", "kp.npy", "wav", "json", "sha256")
 OPTIONAL_MEMBERS = ("audio.npy", "mp4")

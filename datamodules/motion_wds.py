@@ -34,15 +34,14 @@ from braceexpand import braceexpand
 from torch.utils.data import DataLoader, IterableDataset
 
 from datamodules.contract import (
-    EMOTIONS,
-    NULL_EMOTION,
     SAMPLES_PER_FRAME,
     ContractError,
     decode_sample,
     sample_problems,
 )
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
-from models.motion import MotionStats, normalize_motion
+from models.emotion import EMOTIONS, NULL_EMOTION
+from models.motion import POSE, MotionStats, normalize_motion
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ class WindowMaker:
         # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
         # the reference pose is the pose mean: the identity feature carries its expression only.
         first = torch.from_numpy(s["motion"][0])
-        ref = normalize_motion(first, self.stats, first[63:70]).numpy()
+        ref = normalize_motion(first, self.stats, first[POSE]).numpy()
         emotion = s["meta"]["emotion"]
         out = {
             "motion": motion.astype(np.float32),

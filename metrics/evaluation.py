@@ -37,9 +37,9 @@ from torch import Tensor, nn
 
 from models.diffusion.schedule import DiffusionConfig, NoiseSchedule
 from models.diffusion.windowed import generate_windowed
-from models.dit import make_id_feat
+from models.dit import reference_id_feat
 from models.emotion import EMOTIONS
-from models.motion import POSE, MotionStats, denormalize_motion, normalize_motion
+from models.motion import POSE, MotionStats, denormalize_motion
 
 log = logging.getLogger(__name__)
 
@@ -227,8 +227,7 @@ class MotionGenerator:
         device = next(self.model.parameters()).device
         d = self.diffusion
         first = torch.from_numpy(clip.motion[0]).float()  # (70,) reference frame
-        ref = normalize_motion(first, self.stats, first[POSE])  # (70,) pose normalised by itself → 0
-        id_feat = make_id_feat(torch.from_numpy(clip.kp).float()[None], ref[None]).to(device)  # (1, 133)
+        id_feat = reference_id_feat(torch.from_numpy(clip.kp).float()[None], first[None], self.stats).to(device)  # (1, 133)
         emotion, w_e = None, None
         label = clip.meta.get("emotion")
         if getattr(self.model, "emotion_controller", None) is not None and label is not None:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from models.aligner import AudioAligner
 from models.conformer import ConformerBlock, TimestepEmbedder, modulate, sinusoidal_embedding
-from models.motion import EXP_DIM, MOTION_DIM, POSE_DIM
+from models.motion import EXP_DIM, MOTION_DIM, POSE, POSE_DIM, MotionStats, normalize_motion
 
 ID_DIM = EXP_DIM + MOTION_DIM  # 133: canonical keypoints x_c (63) + reference motion (70)
 
@@ -85,6 +85,16 @@ def make_id_feat(kp_canonical: Tensor, ref_motion: Tensor) -> Tensor:
     """f_id = [x_c (21, 3) flattened | normalised reference motion (70)]: (B, 21, 3), (B, 70) → (B, 133)."""
     kp = rearrange(kp_canonical, "b k c -> b (k c)")  # (B, 63)
     return torch.cat([kp, ref_motion], dim=-1)  # (B, 133)
+
+
+def reference_id_feat(kp_canonical: Tensor, ref_motion: Tensor, stats: MotionStats) -> Tensor:
+    """f_id from a raw reference frame: (B, 21, 3), raw (B, 70) → (B, 133).
+
+    The reference pose is normalised by itself (→ 0), as in training windows and at inference,
+    where the reference frame's pose is the pose mean (DESIGN §4).
+    """
+    ref = normalize_motion(ref_motion, stats, ref_motion[..., POSE])  # (B, 70)
+    return make_id_feat(kp_canonical, ref)  # (B, 133)
 
 
 def mlp_head(width: int, out_dim: int) -> nn.Sequential:

@@ -61,11 +61,6 @@ def model_weights(ckpt: dict[str, Any], use_ema: bool = True) -> dict[str, torch
     return sd
 
 
-def dit_config_from(config: dict[str, Any]) -> MotionDiTConfig:
-    m = dict(config["model"])
-    return MotionDiTConfig(**m)
-
-
 def export(src: str | Path, out: str | Path, use_ema: bool = True) -> Path:
     """Checkpoint (any form) → out/{model.pt (fp32 state dict), config.yaml, stats.json}."""
     ckpt = read_checkpoint(src, "export source")
@@ -94,7 +89,7 @@ def load_motion_model(path: str | Path, use_ema: bool = True) -> tuple[MotionDiT
 
     ckpt = read_checkpoint(path)
     cfg = ckpt["config"]
-    model = MotionDiT(dit_config_from(cfg))
+    model = MotionDiT(MotionDiTConfig(**cfg["model"]))
     sd = model_weights(ckpt, use_ema)
     if any(k.startswith(CONTROLLER_PREFIX) for k in sd):
         model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(**cfg["emotion"]), model.config))

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from datamodules.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from models.emotion import EMOTIONS
-from models.motion import ANGLES, MOTION_DIM, NUM_KP, PITCH, POSE, SCALE, YAW, MotionStats
+from models.motion import ANGLES, MOTION_DIM, NUM_KP, PITCH, POSE, SCALE, TRANS, YAW, MotionStats
 
 POSE_MODES = ("generated", "fixed", "driving", "spin")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -261,7 +261,8 @@ def apply_pose_mode(motion: Tensor, ref_motion: Tensor, mode: str, driving: Tens
     elif mode == "driving":
         idx = torch.arange(n).clamp(max=len(driving) - 1)
         drv = driving[idx]  # (N, 70)
-        out[:, 63:69] += drv[:, 63:69] - driving[0, 63:69]  # angles (deg) and translation: relative change
+        for part in (ANGLES, TRANS):  # angles (deg) and translation: relative change
+            out[:, part] += drv[:, part] - driving[0, part]
         out[:, SCALE] *= drv[:, SCALE] / driving[0, SCALE]  # scale: relative ratio
     return out
 
@@ -294,11 +295,9 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> tu
 
 def reference_id_feat(reference: Reference, stats: MotionStats) -> Tensor:
     """f_id (1, 133): x_c and the reference motion normalised with its own pose as the pose mean (pose → 0)."""
-    from models.dit import make_id_feat
-    from models.motion import normalize_motion
+    from models.dit import reference_id_feat as id_feat
 
-    ref = normalize_motion(reference.motion, stats, reference.motion[POSE])  # (70,)
-    return make_id_feat(reference.kp[None], ref[None])  # (1, 133)
+    return id_feat(reference.kp[None], reference.motion[None], stats)  # (1, 133)
 
 
 @torch.no_grad()

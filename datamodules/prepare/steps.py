@@ -438,10 +438,7 @@ def crop_frames(frames: np.ndarray, box: np.ndarray, params: Any, dsize: int = C
     One crop per clip (LivePortrait's box convention: models.liveportrait.crop), so head motion stays
     in the motion's pose/translation instead of being removed by a moving crop. Bilinear, zeros outside.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from models.liveportrait.crop import crop_matrix, crop_rect_from_box
+    from models.liveportrait.crop import crop_matrix, crop_rect_from_box, warp_images
 
     centre, side, angle = crop_rect_from_box(box, params)
     half = side / 2
@@ -451,18 +448,7 @@ def crop_frames(frames: np.ndarray, box: np.ndarray, params: Any, dsize: int = C
     x1, y1 = min(frames.shape[2], int(math.ceil(square[2])) + 2), min(frames.shape[1], int(math.ceil(square[3])) + 2)
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise Rejected(FACE_SMALL, f"crop square {square.round(1).tolist()} lies outside the {frames.shape[2]}x{frames.shape[1]} frame")
-    frames = frames[:, y0:y1, x0:x1]
-    m = np.vstack([crop_matrix(centre - np.array([x0, y0]), side, angle, dsize), [0.0, 0.0, 1.0]])
-    inv = torch.as_tensor(np.linalg.inv(m)[:2], dtype=torch.float64)  # (2, 3) crop → region
-    h, w = frames.shape[1:3]
-    v, u = torch.meshgrid(torch.arange(dsize).double(), torch.arange(dsize).double(), indexing="ij")
-    pts = torch.stack([u, v, torch.ones_like(u)], dim=-1) @ inv.T  # (d, d, 2) original (x, y)
-    grid = torch.stack([2 * pts[..., 0] / (w - 1) - 1, 2 * pts[..., 1] / (h - 1) - 1], dim=-1).float()[None]
-    out = np.empty((len(frames), dsize, dsize, 3), np.uint8)
-    for s in range(0, len(frames), chunk):
-        x = torch.from_numpy(frames[s : s + chunk]).permute(0, 3, 1, 2).float()  # (b, 3, h, w)
-        y = F.grid_sample(x, grid.expand(len(x), -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=True)
-        out[s : s + chunk] = y.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()
+    out = warp_images(frames[:, y0:y1, x0:x1], crop_matrix(centre - np.array([x0, y0]), side, angle, dsize), dsize, chunk)
     return out, square
 
 

@@ -90,17 +90,29 @@ def crop_matrix(centre: np.ndarray, side: float, angle: float, dsize: int = 256)
     )
 
 
-def warp_image(image: np.ndarray, matrix: np.ndarray, dsize: int = 256) -> np.ndarray:
-    """uint8 (H, W, 3) → uint8 (dsize, dsize, 3): bilinear at matrix⁻¹ · crop pixel, zeros outside."""
-    img = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)[None].double()  # (1, 3, H, W)
-    h, w = img.shape[2:]
+def warp_images(frames: np.ndarray, matrix: np.ndarray, dsize: int = 256, chunk: int = 32,
+                dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """uint8 (N, H, W, 3) → uint8 (N, dsize, dsize, 3): bilinear at matrix⁻¹ · crop pixel, zeros outside.
+
+    One matrix for every frame (a clip's fixed crop); frames go through grid_sample in chunks.
+    """
+    h, w = frames.shape[1:3]
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
     inv = torch.as_tensor(np.linalg.inv(full)[:2])  # (2, 3) crop → original
     v, u = torch.meshgrid(torch.arange(dsize).double(), torch.arange(dsize).double(), indexing="ij")
     pts = torch.stack([u, v, torch.ones_like(u)], dim=-1) @ inv.T  # (dsize, dsize, 2) original (x, y)
-    grid = torch.stack([2 * pts[..., 0] / (w - 1) - 1, 2 * pts[..., 1] / (h - 1) - 1], dim=-1)[None]
-    out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=True)  # (1, 3, d, d)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()  # (dsize, dsize, 3)
+    grid = torch.stack([2 * pts[..., 0] / (w - 1) - 1, 2 * pts[..., 1] / (h - 1) - 1], dim=-1)[None].to(dtype)
+    out = np.empty((len(frames), dsize, dsize, 3), np.uint8)
+    for s in range(0, len(frames), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(frames[s : s + chunk])).permute(0, 3, 1, 2).to(dtype)  # (b, 3, H, W)
+        y = F.grid_sample(x, grid.expand(len(x), -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=True)
+        out[s : s + chunk] = y.permute(0, 2, 3, 1).round().clamp(0, 255).to(torch.uint8).numpy()  # (b, d, d, 3)
+    return out
+
+
+def warp_image(image: np.ndarray, matrix: np.ndarray, dsize: int = 256) -> np.ndarray:
+    """uint8 (H, W, 3) → uint8 (dsize, dsize, 3), in float64 (see `warp_images`)."""
+    return warp_images(image[None], matrix, dsize, dtype=torch.float64)[0]
 
 
 def crop_face(
