@@ -35,6 +35,10 @@ class ConfigError(ValueError):
     """A configuration problem, reported as one line naming the key and the fix."""
 
 
+class ConfigPathError(ConfigError, FileNotFoundError):
+    """A configured path (shards, statistics, weights) that does not exist: names the key."""
+
+
 def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Build a validated `schema` instance from an optional YAML file and ``key=value`` overrides."""
     overrides = list(overrides or [])

@@ -39,6 +39,7 @@ from datamodules.contract import (
     decode_sample,
     sample_problems,
 )
+from configs.loader import ConfigError, ConfigPathError
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
 from models.emotion import EMOTIONS, NULL_EMOTION
 from models.motion import POSE, MotionStats, normalize_motion
@@ -58,14 +59,14 @@ def resolve_shards(specs: list[str], config_key: str = "data.train_shards") -> l
         p = Path(spec)
         if p.is_dir():
             if not (p / MANIFEST).is_file():
-                raise FileNotFoundError(f"{config_key}: {spec} has no {MANIFEST}; write it with the shard writer")
+                raise ConfigPathError(f"{config_key}: {spec} has no {MANIFEST}; write it with the shard writer")
             urls += [str(p / s["name"]) for s in json.loads((p / MANIFEST).read_text())["shards"]]
         elif any(c in spec for c in "*?["):
             urls += sorted(glob.glob(spec))
         else:
             urls += [u for u in braceexpand(spec) if Path(u).is_file() or "://" in u]
     if not urls:
-        raise FileNotFoundError(f"{config_key}: {specs} matched no shards (give dataset dirs, globs or brace URLs)")
+        raise ConfigPathError(f"{config_key}: {specs} matched no shards (give dataset dirs, globs or brace URLs)")
     return urls
 
 
@@ -80,7 +81,7 @@ def load_motion_stats(specs: list[str], stats_path: str | None = None) -> Motion
             acc.merge(StatsAccumulator.from_json(json.loads(f.read_text())))
             found.append(str(f))
     if not found:
-        raise FileNotFoundError(
+        raise ConfigPathError(
             f"data.stats: no stats.json in {specs}; point data.stats at a stats.json or give dataset directories"
         )
     return MotionStats.from_dict(acc.to_json())
@@ -319,7 +320,7 @@ class MotionDataModule(LightningDataModule):
         self.stats = load_motion_stats(list(self.cfg.train_shards), self.cfg.stats)
         need = self.world * max(self.cfg.num_workers, 1)
         if len(self.train_urls) < need:
-            raise ValueError(
+            raise ConfigError(
                 f"data.train_shards: {len(self.train_urls)} shards < {max(self.cfg.num_workers, 1)} workers × "
                 f"{self.world} ranks; every worker of every rank needs its own shard: re-shard with smaller "
                 f"shards (maxcount) or lower data.num_workers"

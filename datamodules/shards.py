@@ -249,7 +249,7 @@ def check_dataset(directory: str | Path, check_video: bool = True) -> tuple[list
     problems: list[Problem] = []
     summary = {"shards": 0, "samples": 0, "bad_samples": 0}
     if not (d / MANIFEST).is_file():
-        return [Problem(str(d), "-", f"no {MANIFEST}: not a dataset directory written by the shard writer")], summary
+        return [Problem(MANIFEST, "-", "missing: not a dataset directory written by the shard writer")], summary
     manifest = json.loads((d / MANIFEST).read_text())
     if manifest.get("schema_version") != SCHEMA_VERSION:
         problems.append(Problem(MANIFEST, "-", f"schema_version {manifest.get('schema_version')} != {SCHEMA_VERSION}"))

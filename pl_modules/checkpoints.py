@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import yaml
 
+from configs.loader import ConfigError, ConfigPathError
 from models.dit import MotionDiT, MotionDiTConfig
 from models.emotion import CONTROLLER_PREFIX
 from models.motion import MotionStats
@@ -26,7 +27,7 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> dict[st
     """Lightning file or DeepSpeed dir → {"state_dict", "config", "motion_stats", "ema" (or None), "global_step"}."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{config_key}: {p} does not exist (a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
+        raise ConfigPathError(f"{config_key}: {p} does not exist (a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
     if p.is_dir() and (p / MODEL_FILE).is_file():
         return read_export(p)
     if p.is_dir():
@@ -105,7 +106,7 @@ def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str
     shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
               for k in sd if k in own and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError(
+        raise ConfigError(
             f"{source}: checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
             f"shape mismatches {shapes[:3]}; check that model.preset and the audio encoder match the checkpoint's"
         )
@@ -115,9 +116,9 @@ def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str
 def load_stage_one_into(module: Any, init_from: str | None) -> None:
     """Stage two: build the module's networks and load the stage-one weights (EMA when present)."""
     if not init_from:
-        raise ValueError("stage2.init_from: stage two needs a stage-one checkpoint; set stage2.init_from=PATH")
+        raise ConfigError("stage2.init_from: stage two needs a stage-one checkpoint; set stage2.init_from=PATH")
     ckpt = read_checkpoint(init_from, "stage2.init_from")
     if any(k.startswith(CONTROLLER_PREFIX) for k in ckpt["state_dict"]):
-        raise ValueError(f"stage2.init_from: {init_from} already holds an emotion controller (a stage-two checkpoint)")
+        raise ConfigError(f"stage2.init_from: {init_from} already holds an emotion controller (a stage-two checkpoint)")
     module.configure_model()
     load_strict(module.model, model_weights(ckpt, True), f"stage2.init_from={init_from}", allow_missing=CONTROLLER_PREFIX)

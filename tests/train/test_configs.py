@@ -77,3 +77,18 @@ def test_cli_prints_one_line_and_exits_2(capsys):
     assert main(["train", str(ROOT / "stage1.yaml"), "data.batch_sise=8", *DATA]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'data.batch_size'" in err[0]
+
+
+def test_bad_paths_print_one_line_naming_the_key(tmp_path, capsys):
+    from pl_modules.cli import main
+
+    assert main(["train", str(ROOT / "stage1.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r'}",
+                 f"data.train_shards=[{tmp_path / 'nope'}]"]) == 2
+    assert "data.train_shards:" in capsys.readouterr().err
+    from tests.helpers import write_random_dataset
+
+    write_random_dataset(tmp_path / "ds", clips=2, per_shard=1)
+    assert main(["train", str(ROOT / "stage2.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r2'}",
+                 "data.num_workers=0", "data.batch_size=2", f"data.train_shards=[{tmp_path / 'ds'}]", "data.val_shards=[]",
+                 f"stage2.init_from={tmp_path / 'missing.ckpt'}"]) == 2
+    assert "stage2.init_from:" in capsys.readouterr().err
