@@ -27,6 +27,7 @@ from models.conformer import ConformerBlock, TimestepEmbedder, modulate, sinusoi
 from models.motion import EXP_DIM, MOTION_DIM, POSE, POSE_DIM, MotionStats, normalize_motion
 
 ID_DIM = EXP_DIM + MOTION_DIM  # 133: canonical keypoints x_c (63) + reference motion (70)
+REF_EXP = slice(EXP_DIM, 2 * EXP_DIM)  # the reference frame's expression inside f_id
 
 
 @dataclass
@@ -48,6 +49,9 @@ class MotionDiTConfig:
     aligner_layers: int = 2  # trainable self-attention layers of the aligner (Fig. 2 "Self Attn")
     audio_dropout_prob: float = 0.1  # CFG: audio → learned null embedding in training (method.md §8 #12)
     start_token_prob: float = 0.1  # context → learned start token in training (how window 1 is made)
+    # Reference expression → learned null in training. The reference frame of an emotional clip
+    # shows that emotion; a stage-two model drops it always, so the label alone sets the emotion.
+    ref_exp_drop_prob: float = 0.5
     context_noise_max: float = 0.1  # training context noise σ ~ U[0, max] in normalised units (§8 #6)
     context_noise_eval: float = 0.0  # fixed context noise σ outside training (0: use the context as is)
     freq_dim: int = 256  # sinusoidal features of the timestep before T-Proj's MLP (DiT)
@@ -65,7 +69,7 @@ class MotionDiTConfig:
         for name in ("depth", "tp", "t_window", "audio_layers", "audio_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        for name in ("dropout", "audio_dropout_prob", "start_token_prob"):
+        for name in ("dropout", "audio_dropout_prob", "start_token_prob", "ref_exp_drop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.context_noise_max < 0 or self.context_noise_eval < 0:
@@ -113,6 +117,7 @@ class MotionDiT(nn.Module):
             c.audio_layers, c.audio_dim, d, c.heads, c.aligner_layers, c.audio_window, c.dropout
         )
         self.null_audio = nn.Parameter(torch.zeros(d))  # learned "no audio" f_a (CFG)
+        self.null_ref_exp = nn.Parameter(torch.zeros(EXP_DIM))  # learned "no reference expression"
         self.a_proj = nn.Linear(d, d)  # A-Proj
         self.m_proj = nn.Linear(MOTION_DIM, d)  # M-Proj
         self.t_proj = TimestepEmbedder(d, c.freq_dim)  # T-Proj
@@ -185,6 +190,21 @@ class MotionDiT(nn.Module):
             use_start = use_start | (torch.rand(batch, device=device) < c.start_token_prob)
         return audio_drop.to(device=device, dtype=torch.bool), use_start
 
+    def drops_reference_expression(self) -> bool:
+        """A stage-two model never reads the reference expression: the requested label sets the emotion."""
+        ctrl = self.emotion_controller
+        return ctrl is not None and getattr(ctrl.config, "drop_reference_expression", False)
+
+    def _ref_drop_mask(self, batch: int, device, ref_drop: Tensor | None, augment: bool) -> Tensor:
+        """(B,) bool: True ⇒ the reference expression in f_id is replaced by the learned null."""
+        if ref_drop is not None:
+            return ref_drop.to(device=device, dtype=torch.bool)
+        if self.drops_reference_expression():
+            return torch.ones(batch, dtype=torch.bool, device=device)
+        if augment:
+            return torch.rand(batch, device=device) < self.config.ref_exp_drop_prob
+        return torch.zeros(batch, dtype=torch.bool, device=device)
+
     def trunk(
         self,
         x_t: Tensor,
@@ -195,6 +215,7 @@ class MotionDiT(nn.Module):
         audio_drop: Tensor | None = None,
         context_drop: Tensor | None = None,
         augment: bool | None = None,
+        ref_drop: Tensor | None = None,
     ) -> TrunkOutput:
         """Projections + Conformer. Shapes as in `forward`; returns hidden (B, T, D), t_emb (B, D)."""
         c = self.config
@@ -205,9 +226,14 @@ class MotionDiT(nn.Module):
         audio_drop, use_start = self._masks(b, device, context, audio_drop, context_drop, augment)
         start = use_start[:, None, None]  # (B, 1, 1)
 
-        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id).
+        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id), the reference expression
+        # replaced by its learned null where dropped.
+        id_feat = id_feat.to(dtype)
+        drop_ref = self._ref_drop_mask(b, device, ref_drop, augment)[:, None]  # (B, 1)
+        ref_exp = torch.where(drop_ref, self.null_ref_exp.to(dtype), id_feat[:, REF_EXP])  # (B, 63)
+        id_feat = torch.cat([id_feat[:, : REF_EXP.start], ref_exp, id_feat[:, REF_EXP.stop :]], dim=-1)  # (B, 133)
         t_emb = self.t_proj(t)  # (B, D)
-        cond = t_emb + self.id_proj(id_feat.to(dtype))  # (B, D)
+        cond = t_emb + self.id_proj(id_feat)  # (B, D)
 
         # Motion tokens: [context | noisy window]; context noise-augmented, or the start token.
         if context is None:
@@ -272,6 +298,7 @@ class MotionDiT(nn.Module):
         emotion: Tensor | None = None,
         context_drop: Tensor | None = None,
         augment: bool | None = None,
+        ref_drop: Tensor | None = None,
     ) -> Tensor:
         """Predict ε for the window.
 
@@ -284,11 +311,14 @@ class MotionDiT(nn.Module):
             augmenting, else no drop (an explicit mask is used as is, e.g. stage two's 80/10/10).
             context_drop: (B,) bool, True ⇒ start token for that sample; when augmenting, a further
             start_token_prob of all samples is drawn on top. emotion: (B,) long, only with a controller.
-        augment: apply training-time randomness (audio/context drops, context noise); defaults
-            to `self.training` (stage two runs the frozen trunk in eval mode with augment=True).
+        augment: apply training-time randomness (audio/context/reference drops, context noise);
+            defaults to `self.training` (stage two runs the frozen trunk in eval mode with augment=True).
+        ref_drop: (B,) bool, True ⇒ the reference expression of f_id → learned null. None ⇒ all
+            True for a stage-two model (`drops_reference_expression`), else drawn with
+            ref_exp_drop_prob when augmenting, else no drop.
         Returns ε̂: (B, T, 70), exp (63) then pose (7).
         """
-        out = self.trunk(x_t, t, audio, id_feat, context, audio_drop, context_drop, augment)
+        out = self.trunk(x_t, t, audio, id_feat, context, audio_drop, context_drop, augment, ref_drop)
         return self.heads(out.hidden, out.t_emb, emotion)  # (B, T, 70)
 
     def _check_shapes(self, x_t, t, audio, id_feat, context) -> None:

@@ -36,6 +36,10 @@ class EmotionControllerConfig:
     mlp_ratio: int = 4  # DiT block MLP hidden = 4·D (DiT)
     dropout: float = 0.0  # stage-two data are small (≈30k clips) but the blocks are tiny; off
     train_exp_head: bool = False  # also train the Exp-MLP in stage two (method.md §8 #16: default off)
+    # Replace the reference frame's expression in f_id by the stage-one null, in training and at
+    # inference. Otherwise the reference frame, which shows the clip's emotion, makes the label
+    # redundant in training, and at inference the face keeps the reference's emotion.
+    drop_reference_expression: bool = True
     p_drop_both: float = 0.1  # per-sample (∅ audio, ∅ emotion) in stage-two training (§8 #13)
     p_drop_emotion: float = 0.1  # per-sample (audio, ∅ emotion) in stage-two training (§8 #13)
 

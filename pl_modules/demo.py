@@ -86,7 +86,7 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
     run2 = root / "runs" / "stage2"
     # The label matters where the context does not already show the emotion: start-token windows.
     ov2 = _overrides(c, run2, c.stage2_steps, train_dir, val_dir, lr=3e-3) + [
-        f"stage2.init_from={exp1}", "model.start_token_prob=0.5"]
+        f"stage2.init_from={exp1}"]
     train(resolve(load_config(ExperimentConfig, configs / "stage2.yaml", ov2)))
     exp2 = export(run2 / "checkpoints" / "last.ckpt", run2 / "export")
     _say(f"stage two: {c.stage2_steps} steps on the frozen DiT → {exp2}  [{time.time() - t0:.0f} s]")

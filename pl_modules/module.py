@@ -9,6 +9,8 @@ the resolved config travel with every checkpoint.
 
 from __future__ import annotations
 
+import math
+from functools import partial
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,6 +27,16 @@ from models.dit import MotionDiT, build_motion_dit, make_id_feat
 from models.emotion import build_emotion_controller, freeze_stage_one, stage_two_condition_drop
 from models.motion import MotionStats, denormalize_motion
 from pl_modules.validation import log_mouth_plot, motion_validation_metrics
+
+
+def lr_factor(step: int, warmup: int, total: int, decay: str = "constant", floor: float = 0.1) -> float:
+    """Multiplier of the base lr at optimiser step `step`: linear warm-up over `warmup` steps, then
+    1 ("constant") or a cosine from 1 to `floor` at step `total` ("cosine")."""
+    warm = max(warmup, 1)
+    if step + 1 < warm or decay == "constant":
+        return min(1.0, (step + 1) / warm)
+    progress = min(1.0, (step + 1 - warm) / max(total - warm, 1))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class MotionDiffusionModule(pl.LightningModule):
@@ -71,8 +83,9 @@ class MotionDiffusionModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg.optim
         opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        warm = max(o.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
+                         floor=o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------------------------- batches

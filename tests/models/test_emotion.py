@@ -41,16 +41,35 @@ def test_labels():
     assert NULL_EMOTION == 8
 
 
-def test_controller_at_init_reproduces_stage_one_bit_for_bit():
+@pytest.mark.parametrize("drop_ref", [True, False])
+def test_controller_at_init_reproduces_stage_one_bit_for_bit(drop_ref):
+    """Stage two starts at stage one as run without (default) or with the reference expression."""
     torch.manual_seed(0)
     model = MotionDiT(tiny_config()).eval()
     perturb_(model)
     inputs = make_inputs(batch=3)
-    before = model(**inputs)
-    model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(), model.config))
+    before = model(**inputs, ref_drop=torch.full((3,), drop_ref))
+    ctrl = EmotionControllerConfig(drop_reference_expression=drop_ref)
+    model.attach_emotion_controller(build_emotion_controller(ctrl, model.config))
     assert not torch.equal(before, torch.zeros_like(before))
     for labels in (torch.tensor([0, 5, 8]), None):
         assert torch.equal(model(**inputs, emotion=labels), before)
+
+
+def test_stage_two_ignores_the_reference_expression_only():
+    """The reference frame shows its clip's emotion: a stage-two model must not read it (but still
+    reads x_c and the rest of the reference motion)."""
+    model = stage_two_model(perturb_controller=True)
+    inputs = make_inputs(batch=2)
+    out = model(**inputs, emotion=torch.tensor([1, 5]))
+    other_exp = inputs["id_feat"].clone()
+    other_exp[:, 63:126] += 1.0  # another reference expression
+    assert torch.equal(model(**dict(inputs, id_feat=other_exp), emotion=torch.tensor([1, 5])), out)
+    other_kp = inputs["id_feat"].clone()
+    other_kp[:, :63] += 1.0  # another identity
+    assert not torch.allclose(model(**dict(inputs, id_feat=other_kp), emotion=torch.tensor([1, 5])), out)
+    kept = model(**dict(inputs, id_feat=other_exp), emotion=torch.tensor([1, 5]), ref_drop=torch.zeros(2, dtype=torch.bool))
+    assert not torch.allclose(kept, out)  # an explicit mask overrides the rule
 
 
 def test_pose_never_depends_on_emotion():

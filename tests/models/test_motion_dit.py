@@ -124,6 +124,28 @@ def test_context_drop_is_forced_and_augmented_on_top():
     assert torch.equal(model._masks(4, "cpu", None, audio_drop, None, True)[0], audio_drop)  # audio: exact
 
 
+def test_reference_expression_dropout():
+    """Dropped samples read the learned null instead of the reference expression; drawn with
+    ref_exp_drop_prob only when augmenting."""
+    model = MotionDiT(tiny_config(audio_dropout_prob=0.0, start_token_prob=0.0, ref_exp_drop_prob=0.5)).eval()
+    perturb_(model)
+    inputs = make_inputs(batch=2)
+    other = inputs["id_feat"].clone()
+    other[:, 63:126] = torch.randn(2, 63)
+    drop = torch.tensor([True, False])
+    a, b = model(**inputs, ref_drop=drop), model(**dict(inputs, id_feat=other), ref_drop=drop)
+    assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
+    with torch.no_grad():
+        model.null_ref_exp.copy_(other[0, 63:126])
+    kept = model(**dict(inputs, id_feat=other), ref_drop=torch.zeros(2, dtype=torch.bool))
+    assert torch.equal(kept[0], model(**dict(inputs, id_feat=other), ref_drop=drop)[0])  # null = that expression
+    assert not model._ref_drop_mask(64, "cpu", None, augment=False).any()
+    torch.manual_seed(0)
+    assert 0.3 < model._ref_drop_mask(400, "cpu", None, augment=True).float().mean() < 0.7
+    with pytest.raises(ValueError, match="ref_exp_drop_prob must be in"):
+        tiny_config(ref_exp_drop_prob=1.5)
+
+
 def test_context_noise_only_when_augmenting():
     model = MotionDiT(tiny_config(audio_dropout_prob=0.0, start_token_prob=0.0)).eval()
     perturb_(model)
@@ -151,6 +173,7 @@ def test_gradients_reach_every_parameter_after_perturbation():
         **inputs,
         audio_drop=torch.tensor([True, False, False, False]),
         context_drop=torch.tensor([True, False, False, False]),
+        ref_drop=torch.tensor([False, True, False, False]),
     ).square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     missing.remove("audio_aligner.layer_logits")  # softmax over L = 1 layer has zero gradient

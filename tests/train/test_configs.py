@@ -92,3 +92,15 @@ def test_bad_paths_print_one_line_naming_the_key(tmp_path, capsys):
                  "data.num_workers=0", "data.batch_size=2", f"data.train_shards=[{tmp_path / 'ds'}]", "data.val_shards=[]",
                  f"stage2.init_from={tmp_path / 'missing.ckpt'}"]) == 2
     assert "stage2.init_from:" in capsys.readouterr().err
+
+
+def test_lr_schedule_warmup_then_constant_or_cosine():
+    from pl_modules.module import lr_factor
+
+    assert [lr_factor(s, 4, 20) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(100, 4, 20) == 1.0  # constant after warm-up
+    cos = [lr_factor(s, 4, 20, "cosine", 0.1) for s in range(25)]
+    assert cos[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(cos[3:], cos[4:]))  # monotone decay after warm-up
+    assert cos[19] == pytest.approx(0.1) and cos[24] == pytest.approx(0.1)  # floor at max_steps, and after
+    assert cos[11] == pytest.approx(0.55)  # half-way: (1 + floor) / 2

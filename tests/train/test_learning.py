@@ -68,7 +68,7 @@ def test_stage2_learns_emotion_control(world, stage1):
     ov = [o for o in _overrides(c, world / "run2", c.stage2_steps, world / "train", world / "val", lr=3e-3)
           if "logger" not in o]
     train(resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage2.yaml",
-                              [*ov, "logger=none", f"stage2.init_from={stage1}", "model.start_token_prob=0.5"])))
+                              [*ov, "logger=none", f"stage2.init_from={stage1}"])))
     model2, cfg2, stats2 = load_motion_model(export(world / "run2" / "checkpoints" / "last.ckpt", world / "exp2"))
     model1, cfg1, stats1 = load_motion_model(stage1)
     val = load_clips([str(world / "val")], 4)
