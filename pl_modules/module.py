@@ -70,12 +70,21 @@ class MotionDiffusionModule(pl.LightningModule):
     def train(self, mode: bool = True) -> MotionDiffusionModule:
         """Stage two keeps the frozen stage-one network in eval mode (no dropout) while training."""
         super().train(mode)
-        if mode and self.cfg.stage == "stage2" and self.model is not None:
+        if mode:
+            self._frozen_parts_to_eval()
+        return self
+
+    def _frozen_parts_to_eval(self) -> None:
+        if self.cfg.stage == "stage2" and self.model is not None:
             self.model.eval()
             self.model.emotion_controller.train()
             if self.cfg.emotion.train_exp_head:
                 self.model.exp_mlp.train()
-        return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning restores the modes it captured before validation module by module, without
+        # calling `train()`; so stage two re-applies them before every step.
+        self._frozen_parts_to_eval()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

@@ -45,7 +45,9 @@ def test_extract_motion_layout(tiny_model, frames):
 def test_extract_motion_batching_and_torch_input(tiny_model, frames):
     a, ka = tiny_model.extract_motion(frames, batch_size=1)
     b, kb = tiny_model.extract_motion(torch.as_tensor(frames), batch_size=2)
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    # float32 rounding differs between batch sizes (conv blocking); angles are in degrees (±97.5),
+    # where it reaches ~2e-5. A batching bug would differ by orders of magnitude more.
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(ka, kb, atol=1e-5, rtol=1e-5)
 
 

@@ -1,9 +1,9 @@
 """Learning on the synthetic world (slow: minutes on CPU; `pytest -m slow`).
 
-Stage one: generated mouth opening on held-out audio correlates with the audio envelope (r ≥ 0.7);
-an untrained model does not (r < 0.2). Stage two: a classifier fitted on ground-truth motion
+Stage one: generated mouth opening on held-out audio correlates with the audio envelope (r ≥ 0.7 at
+the default guidance w_a = 1.5); an untrained model does not (r < 0.2). Stage two: a classifier fitted on ground-truth motion
 recognises the requested emotion in generated motion (≥ 0.8 at w_e = 1.5, chance 0.125) while lip
-sync drops by at most 0.1 and head pose does not depend on the label.
+sync drops by at most 0.1 and head pose moves with the label less than between sampling seeds.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from configs.loader import load_config
 from configs.schema import ExperimentConfig
 from datamodules.synthetic import synthesize_dataset
 from metrics.evaluation import load_clips
-from metrics.synthetic import emotion_control, heldout_mouth_correlation
+from metrics.synthetic import emotion_control, generate_for_clips, heldout_mouth_correlation, pose_statistics
 from models.dit import MotionDiT
 from pl_modules.checkpoints import export, load_motion_model
 from pl_modules.demo import DemoConfig, _overrides
@@ -46,11 +47,11 @@ def stage1(world):
 
 
 def test_stage1_learns_lip_sync(world, stage1):
-    """Measured (1,500 steps, tiny, 8 held-out clips): r = 0.648 at w_a = 1.5 (the paper's default, short
-    of the 0.7 target), 0.763 at w_a = 2, 0.885 at w_a = 3; untrained 0.04. Asserted at w_a = 2."""
+    """At the default audio guidance w_a = 1.5. Measured (1,500 steps, tiny, cosine lr, 8 held-out
+    clips): r = 0.895 (0.929 at w_a = 2); with a constant lr it was 0.672. Untrained: 0.04."""
     val = load_clips([str(world / "val")], 8)
     model, cfg, stats = load_motion_model(stage1)
-    cfg["diffusion"]["w_a"] = 2.0
+    assert cfg["diffusion"]["w_a"] == 1.5
     r = heldout_mouth_correlation(model, cfg, stats, val, steps=20)
     untrained = MotionDiT(model.config)
     torch.nn.init.normal_(untrained.pose_mlp[-1].weight, std=0.02)  # not the zero output of init: a real
@@ -61,9 +62,10 @@ def test_stage1_learns_lip_sync(world, stage1):
     assert abs(r0) < 0.2
 
 
-@pytest.mark.xfail(strict=False, reason="not yet met on CPU budgets: 1,400 steps reached 0.19 accuracy at "
-                   "w_e = 1.5 (0.38 at w_e = 4), the controller's shifts point the right way but are too small")
 def test_stage2_learns_emotion_control(world, stage1):
+    """At w_e = 1.5. Measured (1,400 steps, lr 3e-3, cosine; 4 held-out clips × 8 labels): accuracy
+    0.875 (chance 0.125), mouth/audio r 0.87. Before the reference expression was dropped in stage
+    two, the same run reached 0.19: the reference frame already showed the clip's emotion."""
     c = DemoConfig(stage2_steps=1400)
     ov = [o for o in _overrides(c, world / "run2", c.stage2_steps, world / "train", world / "val", lr=3e-3)
           if "logger" not in o]
@@ -72,10 +74,16 @@ def test_stage2_learns_emotion_control(world, stage1):
     model2, cfg2, stats2 = load_motion_model(export(world / "run2" / "checkpoints" / "last.ckpt", world / "exp2"))
     model1, cfg1, stats1 = load_motion_model(stage1)
     val = load_clips([str(world / "val")], 4)
+    assert cfg2["diffusion"]["w_e"] == 1.5
     r1 = heldout_mouth_correlation(model1, cfg1, stats1, val, steps=20)
     res = emotion_control(model2, cfg2, stats2, load_clips([str(world / "train")], 64), val, steps=20)
-    print(f"stage two: {res}, stage-one r {r1:.3f}")
+    # The pose head never sees the label; pose changes only through the shared x_t. Baseline: how
+    # much the same statistic moves between sampling seeds for one label.
+    seeds = [pose_statistics(generate_for_clips(model2, cfg2, stats2, val, 20, seed=s, emotion="neutral"))
+             for s in range(1, 9)]
+    seed_spread = {k: float(np.ptp([p[k] for p in seeds])) for k in ("pose_mean_deg", "pose_std_deg")}
+    print(f"stage two: {res}, stage-one r {r1:.3f}, pose spread across seeds {seed_spread}")
     assert res["emotion_accuracy"] >= 0.8
     assert res["mouth_audio_r"] >= r1 - 0.1
-    # the pose head never sees the label; pose changes only through x_t (ground-truth pose std ≈ 2.4°)
-    assert res["pose_mean_spread_deg"] < 0.5 and res["pose_std_spread_deg"] < 0.5
+    assert res["pose_mean_spread_deg"] < seed_spread["pose_mean_deg"]
+    assert res["pose_std_spread_deg"] < seed_spread["pose_std_deg"]

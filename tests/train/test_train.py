@@ -95,14 +95,26 @@ def test_export_reproduces_outputs(stage1_run, tmp_path):
                            torch.load(tmp_path / "exp" / "model.pt", weights_only=True)["pose_mlp.2.weight"])
 
 
-def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path):
+def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path, monkeypatch):
     from pl_modules.checkpoints import export, model_weights, read_checkpoint
+    from pl_modules.module import MotionDiffusionModule
 
+    training_modules: list[set[str]] = []  # names of modules in train mode at each training step
+    step = MotionDiffusionModule.training_step
+
+    def recording_step(self, batch, batch_idx):
+        training_modules.append({n for n, m in self.model.named_modules() if m.training})
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(MotionDiffusionModule, "training_step", recording_step)
     tmp, _ = stage1_run
     exp_dir = export(tmp / "run" / "checkpoints" / "last.ckpt", tmp_path / "exp")
     start = model_weights(read_checkpoint(exp_dir))
-    trainer = run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "run2", steps=3,
+    trainer = run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "run2", steps=5,
                                                  **{"stage2.init_from": str(exp_dir), "optim.lr": "1e-2"}))
+    assert len(training_modules) == 5  # including the step after validation (step 4)
+    for names in training_modules:  # the frozen network runs without dropout; the controller trains
+        assert names and all(n.startswith("emotion_controller") for n in names), sorted(names)[:5]
     model = trainer.lightning_module.model
     after = model.state_dict()
     for k, v in start.items():
