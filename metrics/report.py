@@ -309,6 +309,16 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
     return blocks
 
 
+def short_labels(labels: Sequence[str]) -> list[str]:
+    """The shortest path tails that tell the checkpoints apart: last.ckpt, or stage1/checkpoints/last.ckpt."""
+    parts = [Path(label).parts or (label,) for label in labels]
+    for k in range(1, max(len(p) for p in parts) + 1):
+        tails = [str(Path(*p[-k:])) for p in parts]
+        if len(set(tails)) == len(tails):
+            return tails
+    return [str(label) for label in labels]
+
+
 def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> list[tuple]:
     """The whole report as blocks (title first)."""
     random = any(r.result.random_weights for r in results)
@@ -321,7 +331,8 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
                         f"data: {', '.join(map(str, data))}; checkpoints: {len(results)}."))
     keys = [k for k in DESCRIPTIONS if any(k in r.result.scalars for r in results)]
     keys += sorted({k for r in results for k in r.result.scalars} - set(keys))
-    header = ["metric", "dir."] + [f"{Path(r.label).name} (step {r.global_step})" for r in results] + ["meaning"]
+    names = short_labels([r.label for r in results])
+    header = ["metric", "dir."] + [f"{n} (step {r.global_step})" for n, r in zip(names, results)] + ["meaning"]
     rows = [[k, describe(k)[0]] + [r.result.scalars.get(k) for r in results] + [describe(k)[1]] for k in keys]
     blocks += [("h", 2, "Results"), ("p", "dir.: ↑ higher is better, ↓ lower is better, ≈gt close to the ground-truth "
                                           "value, ref = ground-truth reference, n = count."), ("table", header, rows)]
@@ -329,7 +340,7 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
     if step_png:
         blocks += [("h", 2, "Metrics vs training step"), ("image", "metric_vs_step.png", step_png, "headline metrics vs global step")]
     last = results[-1]
-    blocks.append(("h", 2, f"Per clip ({Path(last.label).name})"))
+    blocks.append(("h", 2, f"Per clip ({names[-1]})"))
     cols = sorted({k for row in last.result.per_clip for k in row}, key=lambda k: (k != "key", k))
     blocks.append(("table", cols, [[row.get(c) for c in cols] for row in last.result.per_clip]))
     clip_png = per_clip_plot(last.result)

@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", required=True, metavar="FILE", help="audio (or video) file, any format and rate")
     p.add_argument("--reference", required=True, metavar="FILE",
                    help="reference .npz (motion, kp) or portrait image (needs --face-model)")
-    p.add_argument("--emotion", metavar="NAME", help=f"stage-two checkpoints only; one of: {', '.join(EMOTIONS)}")
+    p.add_argument("--emotion", metavar="NAME",
+                   help=f"stage-two checkpoints only; one of: {', '.join(EMOTIONS)}. A stage-two model never "
+                   "copies the reference's expression; without --emotion it chooses one itself")
     p.add_argument("--pose-mode", default="generated", choices=POSE_MODES,
                    help="generated: the model's head pose (default); fixed: the reference pose; driving: the "
                    "pose changes of --driving applied to the reference pose; spin: a fixed ±20° yaw / ±8° "

@@ -231,3 +231,12 @@ def test_config_from_schema_and_validation():
         EvaluationConfig(metrics=["fid", "psnrr"])
     with pytest.raises(ValueError, match="fvd_clip_len"):
         EvaluationConfig(fvd_clip_len=8)
+
+
+def test_report_column_names_tell_checkpoints_apart():
+    from metrics.report import short_labels
+
+    assert short_labels(["runs/a/export", "runs/b/ckpt"]) == ["export", "ckpt"]
+    assert short_labels(["out/runs/stage1/checkpoints/last.ckpt", "out/runs/stage2/checkpoints/last.ckpt"]) == [
+        "stage1/checkpoints/last.ckpt", "stage2/checkpoints/last.ckpt"]
+    assert short_labels(["x/last.ckpt"]) == ["last.ckpt"]
