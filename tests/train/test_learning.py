@@ -47,8 +47,8 @@ def stage1(world):
 
 
 def test_stage1_learns_lip_sync(world, stage1):
-    """At the default audio guidance w_a = 1.5. Measured (1,500 steps, tiny, cosine lr, 8 held-out
-    clips): r = 0.895 (0.929 at w_a = 2); with a constant lr it was 0.672. Untrained: 0.04."""
+    """At the default audio guidance w_a = 1.5. Measured (1,500 steps, tiny, cosine lr, no dropout,
+    8 held-out clips): r = 0.883; with dropout 0.1 0.895, and with a constant lr 0.672. Untrained: −0.01."""
     val = load_clips([str(world / "val")], 8)
     model, cfg, stats = load_motion_model(stage1)
     assert cfg["diffusion"]["w_a"] == 1.5
@@ -64,8 +64,9 @@ def test_stage1_learns_lip_sync(world, stage1):
 
 def test_stage2_learns_emotion_control(world, stage1):
     """At w_e = 1.5. Measured (1,400 steps, lr 3e-3, cosine; 4 held-out clips × 8 labels): accuracy
-    0.875 (chance 0.125), mouth/audio r 0.87. Before the reference expression was dropped in stage
-    two, the same run reached 0.19: the reference frame already showed the clip's emotion."""
+    0.97 (chance 0.125), mouth/audio r 0.86 (stage one 0.85), pose-mean spread 0.60° across labels
+    vs 1.01° across seeds. Before stage two dropped the reference expression, the same run reached
+    0.19: the reference frame already showed the clip's emotion."""
     c = DemoConfig(stage2_steps=1400)
     ov = [o for o in _overrides(c, world / "run2", c.stage2_steps, world / "train", world / "val", lr=3e-3)
           if "logger" not in o]
