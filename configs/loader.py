@@ -66,13 +66,27 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
     except ConfigError:
         raise
     except ValueError as e:  # a section's own __post_init__ check (e.g. model preset, diffusion schedule)
-        raise ConfigError(f"{schema.__name__}: {e}") from None
+        raise ConfigError(_post_init_error(merged, e)) from None
     _check_fields(obj, "")
     check = getattr(obj, "check", None)
     if callable(check):
         for key, message in check():
             raise ConfigError(f"{key}: {message}")
     return obj  # type: ignore[return-value]
+
+
+def _post_init_error(merged: DictConfig, e: ValueError) -> str:
+    """Name the section, and the field when the message starts with one, whose own check raised."""
+    for key in merged:
+        node = merged[key]
+        if not isinstance(node, DictConfig):
+            continue
+        try:
+            OmegaConf.to_object(node)
+        except ValueError as inner:
+            field = str(inner).split(" ", 1)[0]
+            return f"{key}.{field}: {inner}" if field in node else f"{key}: {inner}"
+    return f"config: {e}"
 
 
 def to_yaml(cfg: Any) -> str:

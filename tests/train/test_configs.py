@@ -50,6 +50,11 @@ def test_group_selection_and_overrides():
         (["model=tinny"], "model=tinny: no file"),
         (["trainer=cpu", "trainer.strategy=deepspeed_stage_2"], "trainer.strategy: deepspeed_stage_2 needs CUDA"),
         (["lr"], "not of the form key=value"),
+        # a section's own check names the section and field
+        (["model.ref_exp_drop_prob=2"], "model.ref_exp_drop_prob: ref_exp_drop_prob must be in [0, 1], got 2.0"),
+        (["diffusion.sampling_steps=5000"], "diffusion.sampling_steps: sampling_steps 5000 must be in [1, 1000]"),
+        (["model.preset=XL"], "model: model preset 'XL' is not one of"),
+        (["optim.decay=linear"], "optim.decay: 'linear' is not one of ['constant', 'cosine']"),
     ],
 )
 def test_config_errors_are_one_clear_line(overrides, message):
