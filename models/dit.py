@@ -24,10 +24,11 @@ from torch import Tensor, nn
 
 from models.aligner import AudioAligner
 from models.conformer import ConformerBlock, TimestepEmbedder, modulate, sinusoidal_embedding
-from models.motion import EXP_DIM, MOTION_DIM, POSE, POSE_DIM, MotionStats, normalize_motion
+from models.motion import EXP, EXP_DIM, MOTION_DIM, NUM_KP, POSE, POSE_DIM, MotionStats, normalize_motion
 
-ID_DIM = EXP_DIM + MOTION_DIM  # 133: canonical keypoints x_c (63) + reference motion (70)
-REF_EXP = slice(EXP_DIM, 2 * EXP_DIM)  # the reference frame's expression inside f_id
+KP_DIM = NUM_KP * 3  # 63: canonical keypoints x_c, flattened
+ID_DIM = KP_DIM + MOTION_DIM  # 133: x_c (63) + reference motion (70)
+REF_EXP = slice(KP_DIM + EXP.start, KP_DIM + EXP.stop)  # the reference frame's expression inside f_id
 
 
 @dataclass

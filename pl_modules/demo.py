@@ -25,7 +25,7 @@ class DemoConfig:
     train_clips: int = 64
     val_clips: int = 8
     stage1_steps: int = 800
-    stage2_steps: int = 1400  # emotion control: 0.56 accuracy after 1,000 steps, 0.84 after 1,400
+    stage2_steps: int = 1400  # emotion accuracy on the 800-step stage one: 0.56 after 1,000 steps, 0.69 after 1,400
     batch_size: int = 16
     eval_clips: int = 4
     sampling_steps: int = 20
@@ -45,7 +45,9 @@ def _overrides(c: DemoConfig, run: Path, steps: int, data: Path, val: Path, lr: 
         "trainer.limit_val_batches=1", f"data.val_max_clips={c.val_clips}", f"data.val_batch_size={c.val_clips}",
         f"diffusion.sampling_steps={c.sampling_steps}", f"optim.lr={lr}", "optim.warmup_steps=50",
         "optim.ema_decay=0.99", "trainer.log_every_n_steps=20", f"seed={c.seed}",
-        "model.dropout=0.0",  # a small, noise-free world: dropout only slows it (0.44 vs 0.56 s/step)
+        # No dropout: the demo's 800 steps learnt as well without it (held-out r 0.78 vs 0.77) and ran
+        # faster (120 stage-one steps under cProfile: 53 s vs 72 s).
+        "model.dropout=0.0",
     ]
 
 

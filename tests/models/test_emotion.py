@@ -11,7 +11,7 @@ import torch
 from _model_helpers import TP, T, make_inputs, perturb_, tiny_config
 
 from models.diffusion import DiffusionConfig, NoiseSchedule, generate_windowed, guided_eps, training_loss
-from models.dit import MotionDiT
+from models.dit import REF_EXP, MotionDiT
 from models.emotion import (
     CONTROLLER_PREFIX,
     EMOTIONS,
@@ -63,7 +63,7 @@ def test_stage_two_ignores_the_reference_expression_only():
     inputs = make_inputs(batch=2)
     out = model(**inputs, emotion=torch.tensor([1, 5]))
     other_exp = inputs["id_feat"].clone()
-    other_exp[:, 63:126] += 1.0  # another reference expression
+    other_exp[:, REF_EXP] += 1.0  # another reference expression
     assert torch.equal(model(**dict(inputs, id_feat=other_exp), emotion=torch.tensor([1, 5])), out)
     other_kp = inputs["id_feat"].clone()
     other_kp[:, :63] += 1.0  # another identity

@@ -8,7 +8,7 @@ from _model_helpers import TP, T, make_inputs, perturb_, tiny_config
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from models.dit import PRESETS, MotionDiT, MotionDiTConfig, count_parameters, make_id_feat
+from models.dit import PRESETS, REF_EXP, MotionDiT, MotionDiTConfig, count_parameters, make_id_feat
 
 
 def test_output_shape_and_zero_at_init(tiny_dit):
@@ -131,12 +131,12 @@ def test_reference_expression_dropout():
     perturb_(model)
     inputs = make_inputs(batch=2)
     other = inputs["id_feat"].clone()
-    other[:, 63:126] = torch.randn(2, 63)
+    other[:, REF_EXP] = torch.randn(2, 63)
     drop = torch.tensor([True, False])
     a, b = model(**inputs, ref_drop=drop), model(**dict(inputs, id_feat=other), ref_drop=drop)
     assert torch.equal(a[0], b[0]) and not torch.allclose(a[1], b[1])
     with torch.no_grad():
-        model.null_ref_exp.copy_(other[0, 63:126])
+        model.null_ref_exp.copy_(other[0, REF_EXP])
     kept = model(**dict(inputs, id_feat=other), ref_drop=torch.zeros(2, dtype=torch.bool))
     assert torch.equal(kept[0], model(**dict(inputs, id_feat=other), ref_drop=drop)[0])  # null = that expression
     assert not model._ref_drop_mask(64, "cpu", None, augment=False).any()
