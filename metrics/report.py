@@ -332,7 +332,8 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
     keys = [k for k in DESCRIPTIONS if any(k in r.result.scalars for r in results)]
     keys += sorted({k for r in results for k in r.result.scalars} - set(keys))
     names = short_labels([r.label for r in results])
-    header = ["metric", "dir."] + [f"{n} (step {r.global_step})" for n, r in zip(names, results)] + ["meaning"]
+    columns = [f"{n} (step {r.global_step})" for n, r in zip(names, results)]
+    header = ["metric", "dir.", *columns, "meaning"]
     rows = [[k, describe(k)[0]] + [r.result.scalars.get(k) for r in results] + [describe(k)[1]] for k in keys]
     blocks += [("h", 2, "Results"), ("p", "dir.: ↑ higher is better, ↓ lower is better, ≈gt close to the ground-truth "
                                           "value, ref = ground-truth reference, n = count."), ("table", header, rows)]

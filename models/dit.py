@@ -206,6 +206,13 @@ class MotionDiT(nn.Module):
             return torch.rand(batch, device=device) < self.config.ref_exp_drop_prob
         return torch.zeros(batch, dtype=torch.bool, device=device)
 
+    def _id_feat(self, id_feat: Tensor, drop_ref: Tensor) -> Tensor:
+        """f_id (B, 133) with the reference expression replaced by the learned null where drop_ref (B,)."""
+        null = self.null_ref_exp.to(id_feat.dtype)
+        ref_exp = torch.where(drop_ref[:, None], null, id_feat[:, REF_EXP])  # (B, 63)
+        head, tail = id_feat[:, : REF_EXP.start], id_feat[:, REF_EXP.stop :]  # x_c (B, 63), ref pose (B, 7)
+        return torch.cat([head, ref_exp, tail], dim=-1)  # (B, 133)
+
     def trunk(
         self,
         x_t: Tensor,
@@ -227,14 +234,10 @@ class MotionDiT(nn.Module):
         audio_drop, use_start = self._masks(b, device, context, audio_drop, context_drop, augment)
         start = use_start[:, None, None]  # (B, 1, 1)
 
-        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id), the reference expression
-        # replaced by its learned null where dropped.
-        id_feat = id_feat.to(dtype)
-        drop_ref = self._ref_drop_mask(b, device, ref_drop, augment)[:, None]  # (B, 1)
-        ref_exp = torch.where(drop_ref, self.null_ref_exp.to(dtype), id_feat[:, REF_EXP])  # (B, 63)
-        id_feat = torch.cat([id_feat[:, : REF_EXP.start], ref_exp, id_feat[:, REF_EXP.stop :]], dim=-1)  # (B, 133)
+        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id).
         t_emb = self.t_proj(t)  # (B, D)
-        cond = t_emb + self.id_proj(id_feat)  # (B, D)
+        drop_ref = self._ref_drop_mask(b, device, ref_drop, augment)  # (B,)
+        cond = t_emb + self.id_proj(self._id_feat(id_feat.to(dtype), drop_ref))  # (B, D)
 
         # Motion tokens: [context | noisy window]; context noise-augmented, or the start token.
         if context is None:

@@ -25,7 +25,7 @@ class DemoConfig:
     train_clips: int = 64
     val_clips: int = 8
     stage1_steps: int = 800
-    stage2_steps: int = 1400  # emotion accuracy on the 800-step stage one: 0.56 after 1,000 steps, 0.69 after 1,400
+    stage2_steps: int = 1400  # emotion accuracy on the 800-step stage one: 0.56 after 1,000, 0.69 after 1,400
     batch_size: int = 16
     eval_clips: int = 4
     sampling_steps: int = 20
