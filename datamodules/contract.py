@@ -1,4 +1,4 @@
-"""The shard contract (DESIGN §3): one WebDataset sample = one clip.
+"""The shard contract (docs/data-format.md): one WebDataset sample = one clip.
 
 One validator (`validate_sample`) is used on write (the writer refuses a bad clip), on read (the
 training pipeline skips and counts it) and by `playmate shards check`.
@@ -32,14 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from models.clock import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from models.emotion import EMOTIONS  # the 8 labels; a clip without a label stores null
 from models.motion import ANGLE_LIMIT_DEG, ANGLES, MOTION_DIM, NUM_KP, POSE_DIM
 
 SCHEMA_VERSION = 1
-FPS = 25
-SAMPLE_RATE = 16_000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
-
-from models.emotion import EMOTIONS  # noqa: E402  (labels of DESIGN §6; null = NULL_EMOTION there)
 
 REQUIRED_MEMBERS = ("motion.npy", "kp.npy", "wav", "json", "sha256")
 OPTIONAL_MEMBERS = ("audio.npy", "mp4")

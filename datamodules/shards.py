@@ -7,7 +7,6 @@ sufficient statistics they came from, so that slices written in parallel merge e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tarfile
 import time
@@ -29,17 +28,10 @@ from datamodules.contract import (
     validate_sample,
 )
 from models.motion import EXP, EXP_DIM, POSE_DIM, MotionStats
+from models.weights import sha256_file
 
 MANIFEST = "manifest.json"
 STATS = "stats.json"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class StatsAccumulator:

@@ -6,7 +6,7 @@ measured against it:
 * audio: voiced syllables (harmonics of f0 through formant resonances, attack/decay envelopes,
   pauses) or, with ``singing``, sustained notes with vibrato; int16 at 16 kHz, T·640 samples;
 * expression δ: mouth opening o[t] = MOUTH_GAIN · env[t] / ENV_REF (lag 0), where env is the
-  per-frame RMS envelope (`audio_envelope`); plus an emotion pattern scaled by intensity, blinks,
+  per-frame RMS envelope (`models.audio.audio_envelope`); plus an emotion pattern scaled by intensity, blinks,
   and white noise;
 * pose: Ornstein–Uhlenbeck walk around a per-clip rest pose, Gaussian-smoothed;
 * video: the transformed keypoints drawn as a flat face at 256×256, 25 fps.
@@ -30,6 +30,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from datamodules.contract import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, ClipSample, clip_meta, make_key
+from models.audio import audio_envelope
 from models.motion import LOWER_LIP_KP, NUM_KP, UPPER_LIP_KP
 
 DATASET = "synth"
@@ -149,18 +150,6 @@ MAX_HARMONIC_HZ = 5000.0
 # Video
 IMAGE_SIZE = 256
 PIXELS_PER_UNIT = 150.0  # pixel = 128 + PIXELS_PER_UNIT · (x, y)
-
-
-# ------------------------------------------------------------------------------------------------
-# Envelope (the mouth's driver; identical to metrics.motion.audio_envelope)
-# ------------------------------------------------------------------------------------------------
-
-
-def audio_envelope(wav: np.ndarray, num_frames: int) -> np.ndarray:
-    """(S,) int16 or float audio → (T,) float64 RMS per 640-sample frame (metrics.motion.audio_envelope)."""
-    from metrics.motion import audio_envelope as _envelope
-
-    return _envelope(wav, num_frames).numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -448,7 +437,7 @@ def synthesize_clip(
     rng = np.random.default_rng([seed, 0, index])
     num_frames = max(1, round(rng.uniform(min_seconds, max_seconds) * FPS))
     wav = _render_audio(rng, num_frames, ident.f0 * rng.uniform(0.95, 1.05), singing)  # (S,) int16
-    env = audio_envelope(wav, num_frames)  # (T,)
+    env = audio_envelope(wav, num_frames).numpy()  # (T,) float64
     motion, facts = synth_motion(rng, env, emotion, intensity)
     clip_id = f"s{seed}_{index:06d}"
     meta = clip_meta(

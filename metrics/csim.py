@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from metrics.frechet import FeatureNetHolder
-from metrics.weights import load_strict, weights_info
+from models.weights import load_strict, weights_info
 
 CONFIG_KEY = "metrics.csim.weights_path"
 LAYERS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3]}
@@ -67,7 +67,7 @@ class IResNet(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path | None, arch: str = "r100", config_key: str = CONFIG_KEY) -> IResNet:
-        return load_strict(cls(arch), path, config_key)
+        return load_strict(cls(arch), path, config_key).eval()
 
 
 def embed_faces(net: nn.Module, faces: Tensor) -> Tensor:

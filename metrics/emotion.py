@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from metrics.frechet import FeatureNetHolder
-from metrics.weights import load_strict, weights_info
+from models.weights import load_strict, weights_info
 
 CONFIG_KEY = "metrics.emotion.weights_path"
 AGGREGATIONS = ("mean_logits", "mean_probs", "majority_vote")
@@ -23,7 +23,7 @@ AGGREGATIONS = ("mean_logits", "mean_probs", "majority_vote")
 
 def load_classifier(net: nn.Module, path: str | Path | None, config_key: str = CONFIG_KEY) -> nn.Module:
     """Strictly load a plain state dict (optionally wrapped in 'state_dict' / 'module.' prefixed)."""
-    return load_strict(net, path, config_key)
+    return load_strict(net, path, config_key).eval()
 
 
 def video_prediction(logits: Tensor, aggregation: str) -> int:

@@ -410,7 +410,7 @@ class Evaluator:
     def _load_face_model(self) -> None:
         from models.liveportrait import face_model as fm
         from models.liveportrait.loading import CHECKPOINT_FILES, load_face_model, resolve_base_models
-        from metrics.weights import sha256_file
+        from models.weights import sha256_file
 
         cfg = fm.FaceModelConfig.tiny() if self.config.face_model_preset == "tiny" else None
         self.face_model = load_face_model(self.config.face_model_dir, self.device, cfg=cfg)

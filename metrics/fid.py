@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from metrics.frechet import FeatureNetHolder, frechet_distance, mean_cov_from_sums
-from metrics.weights import check_file, weights_info
+from models.weights import check_file, weights_info
 
 CONFIG_KEY = "metrics.fid.weights_path"
 RESIZES = {"antialias": True, "tf1": False}  # torchmetrics ≥ 1.8 bilinear+antialias | torch-fidelity TF1 bilinear

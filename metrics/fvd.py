@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metrics.frechet import FeatureNetHolder, FrechetDistance, frechet_counts
-from metrics.weights import load_strict, weights_info
+from models.weights import load_strict, weights_info
 
 CONFIG_KEY = "metrics.fvd.weights_path"
 RESIZES = ("direct_224_bilinear", "short_side_center_crop")
@@ -122,7 +122,7 @@ class InceptionI3d(nn.Module):
 
     @classmethod
     def from_file(cls, path: str | Path | None, config_key: str = CONFIG_KEY, **kwargs: Any) -> InceptionI3d:
-        return load_strict(cls(**kwargs), path, config_key)
+        return load_strict(cls(**kwargs), path, config_key).eval()
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from metrics.weights import check_file, weights_info
+from models.weights import check_file, weights_info
 
 LPIPS_CONFIG_KEY = "metrics.lpips.backbone_weights_path"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # the name torchvision expects (hash prefix is checked)

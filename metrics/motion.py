@@ -19,23 +19,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from models.audio import audio_envelope
 from models.motion import ANGLES, EXP, TRANS, mouth_opening, transform_keypoints
-
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
-
-
-def audio_envelope(wav: Tensor | np.ndarray, frames: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> Tensor:
-    """(S,) audio → (frames,) RMS of each 640-sample chunk: env[t] = sqrt(mean(wav[640t:640t+640]²)).
-
-    int16 input is scaled to [−1, 1]; missing samples at the end count as silence.
-    """
-    w = torch.as_tensor(np.asarray(wav) if not isinstance(wav, Tensor) else wav)
-    scale = 32768.0 if w.dtype == torch.int16 else 1.0
-    w = w.reshape(-1).to(torch.float64) / scale
-    need = frames * samples_per_frame
-    w = torch.nn.functional.pad(w[:need], (0, max(need - w.numel(), 0)))
-    return w.reshape(frames, samples_per_frame).square().mean(1).sqrt()  # (T,)
-
 
 def pearson(x: Tensor, y: Tensor) -> float:
     """Pearson correlation of two (N,) series; 0 if either is constant."""

@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-SAMPLE_RATE = 16_000
-FPS = 25
-HOP = SAMPLE_RATE // FPS  # 640 samples per video frame
+from models.clock import SAMPLE_RATE, SAMPLES_PER_FRAME
+
+HOP = SAMPLES_PER_FRAME  # the log-mel hop: one STFT frame per video frame
 WAV2VEC2_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                     "pytorch_model.bin.index.json")
 
@@ -50,6 +51,24 @@ class AudioEncoderConfig:
     def feature_shape(self) -> tuple[int, int]:
         """(L, C) of this encoder's features (see `audio_feature_shape`)."""
         return audio_feature_shape(self)
+
+
+# ------------------------------------------------------------------------------------------------
+# The audio envelope (a weight-free per-frame loudness: synthetic mouths follow it, metrics compare with it)
+# ------------------------------------------------------------------------------------------------
+
+
+def audio_envelope(wav: Tensor | np.ndarray, frames: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> Tensor:
+    """(S,) audio → (frames,) RMS of each 640-sample chunk: env[t] = sqrt(mean(wav[640t:640t+640]²)).
+
+    int16 input is scaled to [−1, 1]; missing samples at the end count as silence.
+    """
+    w = torch.as_tensor(np.asarray(wav) if not isinstance(wav, Tensor) else wav)
+    scale = 32768.0 if w.dtype == torch.int16 else 1.0
+    w = w.reshape(-1).to(torch.float64) / scale
+    need = frames * samples_per_frame
+    w = torch.nn.functional.pad(w[:need], (0, max(need - w.numel(), 0)))
+    return w.reshape(frames, samples_per_frame).square().mean(1).sqrt()  # (T,)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -208,7 +227,3 @@ def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
         raise ValueError(f"audio.name {name!r} is not one of ['mel', 'wav2vec2']")
     return enc.eval().requires_grad_(False)
 
-
-def frames_for_samples(num_samples: int) -> int:
-    """Video frames covered by `num_samples` audio samples at 25 fps (ceil)."""
-    return math.ceil(num_samples / HOP)

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from metrics.motion import audio_envelope, motion_jitter, mouth_audio_correlation, mouth_series
+from metrics.motion import motion_jitter, mouth_audio_correlation, mouth_series
+from models.audio import audio_envelope
 
 
 def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,21 @@ torch.set_num_threads(1)  # 2 cores: intra-op threads on top of data workers/oth
 def random_dataset(tmp_path: Path) -> Path:
     write_random_dataset(tmp_path / "ds")
     return tmp_path / "ds"
+
+
+@pytest.fixture
+def save_sd(tmp_path: Path) -> Callable[..., Path]:
+    """Save a module's state dict (optionally edited) to a temp file and return its path."""
+
+    def _save(net: torch.nn.Module, name: str = "w.pt", drop_nbt: bool = True, edit: Callable | None = None) -> Path:
+        sd = {k: v for k, v in net.state_dict().items() if not (drop_nbt and k.endswith("num_batches_tracked"))}
+        if edit is not None:
+            sd = edit(sd)
+        p = tmp_path / name
+        torch.save(sd, p)
+        return p
+
+    return _save
 
 
 @pytest.fixture(autouse=True)

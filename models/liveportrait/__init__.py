@@ -26,7 +26,6 @@ from models.liveportrait.loading import (
     CHECKPOINT_FILES,
     load_face_model,
     load_module_weights,
-    read_state_dict,
 )
 from models.liveportrait.motion_extractor import MotionExtractor, MotionExtractorConfig
 from models.liveportrait.spade import SPADEConfig, SPADEDecoder
@@ -57,5 +56,4 @@ __all__ = [
     "load_face_model",
     "load_module_weights",
     "motion_from_outputs",
-    "read_state_dict",
 ]

@@ -5,18 +5,19 @@ Public layout (HuggingFace KwaiVGI/LivePortrait, `pretrained_weights/`):
     liveportrait/base_models/motion_extractor.pth
     liveportrait/base_models/warping_module.pth
     liveportrait/base_models/spade_generator.pth
-Each file is a plain state dict (a leading 'module.' on every key, if present, is stripped).
+Each file is a plain state dict (a leading 'module.' on every key, if present, is stripped); it is
+read by `models.weights` (weights_only, strict key and shape check).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from models.liveportrait.face_model import FaceModel, FaceModelConfig
+from models.weights import load_strict
 
 # FaceModel attribute → checkpoint file name in base_models/.
 CHECKPOINT_FILES: dict[str, str] = {
@@ -44,50 +45,11 @@ def resolve_base_models(weights_dir: str | Path) -> Path:
     raise FileNotFoundError(f"no LivePortrait checkpoint files found under {root}; {LAYOUT_HINT}")
 
 
-def read_state_dict(path: str | Path) -> OrderedDict[str, Tensor]:
-    """torch.load(weights_only=True) a state dict, stripping a leading 'module.' (keeps load metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist; {LAYOUT_HINT}")
-    sd = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise ValueError(f"{path} is not a state dict of tensors (got {type(sd).__name__})")
-    meta = getattr(sd, "_metadata", None)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = OrderedDict((k[len("module."):], v) for k, v in sd.items())
-        if meta is not None:
-            strip = {k: "" if k == "module" else k.removeprefix("module.") for k in meta}
-            sd._metadata = OrderedDict((strip[k], v) for k, v in meta.items())
-    return sd
-
-
-def check_state_dict(module: nn.Module, sd: dict[str, Tensor], path: Path) -> None:
-    """Raise KeyError/ValueError naming the file and offending keys unless keys and shapes match exactly."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise KeyError(
-            f"{path}: state dict does not match {type(module).__name__}: missing keys {missing[:10]}"
-            f"{' …' if len(missing) > 10 else ''}, unexpected keys {unexpected[:10]}"
-            f"{' …' if len(unexpected) > 10 else ''}. HINT: is this the right file for this module "
-            f"({LAYOUT_HINT}), and does the config match the checkpoint (e.g. not the 'tiny' preset)?"
-        )
-    wrong = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
-             if tuple(sd[k].shape) != tuple(v.shape)]
-    if wrong:
-        raise ValueError(
-            f"{path}: shape mismatch for {wrong[:10]}. HINT: the module config differs from the checkpoint's"
-        )
-
-
-def load_module_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load one checkpoint file into `module` with strict=True after an explicit key/shape check."""
-    path = Path(path)
-    sd = read_state_dict(path)
-    check_state_dict(module, sd, path)
-    module.load_state_dict(sd, strict=True)
-    return module
+def load_module_weights(module: nn.Module, path: str | Path, config_key: str = "face_model_dir") -> nn.Module:
+    """Load one public checkpoint file into `module`: keys and shapes must match exactly."""
+    hint = (f"HINT: is this the right file for this module ({LAYOUT_HINT}), and does the config match the "
+            "checkpoint (e.g. not the 'tiny' preset)?")
+    return load_strict(module, path, config_key, hint=hint)
 
 
 def load_face_model(
@@ -104,7 +66,7 @@ def load_face_model(
     base = resolve_base_models(weights_dir)
     model = FaceModel(cfg)
     for attr, fname in CHECKPOINT_FILES.items():
-        load_module_weights(getattr(model, attr), base / fname)
+        load_module_weights(getattr(model, attr), base / fname, f"face model {attr}")
     model.requires_grad_(False)
     model.amp_dtype = amp_dtype
     return model.to(device).eval()

@@ -11,7 +11,8 @@ import torch
 from _lp_helpers import MANIFEST_NAMES
 
 from models.liveportrait import CHECKPOINT_FILES, FaceModelConfig, build_face_model, load_face_model
-from models.liveportrait.loading import load_module_weights, read_state_dict, resolve_base_models
+from models.liveportrait.loading import load_module_weights, resolve_base_models
+from models.weights import WeightsError, read_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,10 @@ def test_random_weights_are_deterministic(tmp_path, tiny_weights_dir):
     again = write_random_weights(tmp_path, seed=0, cfg="tiny")
     other = write_random_weights(tmp_path / "s1", seed=1, cfg="tiny")
     for fname in CHECKPOINT_FILES.values():
-        a, b = read_state_dict(tiny_weights_dir / "base_models" / fname), read_state_dict(again / fname)
+        a, b = read_state_dict(tiny_weights_dir / "base_models" / fname, "test"), read_state_dict(again / fname, "test")
         assert all(torch.equal(a[k], b[k]) for k in a)
-    c = read_state_dict(other / CHECKPOINT_FILES["motion_extractor"])
-    a = read_state_dict(again / CHECKPOINT_FILES["motion_extractor"])
+    c = read_state_dict(other / CHECKPOINT_FILES["motion_extractor"], "test")
+    a = read_state_dict(again / CHECKPOINT_FILES["motion_extractor"], "test")
     assert not torch.equal(a["detector.fc_kp.weight"], c["detector.fc_kp.weight"])
 
 
@@ -83,7 +84,7 @@ def test_renamed_key_fails_naming_it(tmp_path, tiny_weights_dir, tiny_cfg):
     sd = torch.load(path, weights_only=True)
     sd = OrderedDict(("third.conv.wrong" if k == "third.conv.weight" else k, v) for k, v in sd.items())
     torch.save(sd, path)
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(WeightsError) as err:
         load_face_model(tmp_path, cfg=tiny_cfg)
     msg = str(err.value)
     assert "third.conv.weight" in msg and "third.conv.wrong" in msg and str(path) in msg
@@ -95,7 +96,7 @@ def test_renamed_spectral_norm_buffer_fails_naming_it(tmp_path, tiny_weights_dir
     sd = torch.load(path, weights_only=True)
     sd["up_0.conv_s.weight_vv"] = sd.pop("up_0.conv_s.weight_v")
     torch.save(sd, path)
-    with pytest.raises(KeyError, match="up_0.conv_s.weight_v"):
+    with pytest.raises(WeightsError, match="up_0.conv_s.weight_v"):
         load_face_model(tmp_path, cfg=tiny_cfg)
 
 

@@ -29,21 +29,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def save_sd(tmp_path: Path) -> Callable[..., Path]:
-    """Save a module's state dict (optionally edited) to a temp file and return its path."""
-
-    def _save(net: torch.nn.Module, name: str = "w.pt", drop_nbt: bool = True, edit: Callable | None = None) -> Path:
-        sd = {k: v for k, v in net.state_dict().items() if not (drop_nbt and k.endswith("num_batches_tracked"))}
-        if edit is not None:
-            sd = edit(sd)
-        p = tmp_path / name
-        torch.save(sd, p)
-        return p
-
-    return _save
-
-
-@pytest.fixture
 def run_gloo(tmp_path: Path) -> Callable[..., list]:
     """Run fn(rank, world, *args) on 2 gloo CPU processes; return the per-rank results."""
 

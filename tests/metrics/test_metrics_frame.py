@@ -13,6 +13,7 @@ from metrics.emotion import EmotionAccuracy, load_classifier
 from metrics.fid import FID
 from metrics.frechet import feature_stats, frechet_distance
 from metrics.image import build_lpips, build_psnr, build_ssim
+from models.weights import WeightsError
 
 
 class _TinyFeat(nn.Module):
@@ -71,7 +72,7 @@ def test_iresnet_keys_strict_load_and_module_prefix(iresnet: IResNet, save_sd) -
     net = IResNet.from_file(wrapped, arch="r18")
     torch.testing.assert_close(net.state_dict()["fc.bias"], sd["fc.bias"])
     bad = save_sd(iresnet, "bad.pt", edit=lambda s: {k.replace("layer3.0.bn3", "layer3.0.bnX"): v for k, v in s.items()})
-    with pytest.raises(KeyError, match=r"layer3\.0\.bn3"):
+    with pytest.raises(WeightsError, match=r"layer3\.0\.bn3"):
         IResNet.from_file(bad, arch="r18")
     with pytest.raises(FileNotFoundError, match=r"metrics\.csim\.weights_path"):
         IResNet.from_file(None)

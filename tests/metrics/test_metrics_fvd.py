@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from metrics.fvd import FVD, FVDConfig, InceptionI3d, sample_clips
+from models.weights import WeightsError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def test_i3d_keys_and_strict_load(i3d: InceptionI3d, save_sd) -> None:
     net = InceptionI3d.from_file(save_sd(i3d))
     torch.testing.assert_close(net.state_dict()["Mixed_4f.b2b.conv3d.weight"], sd["Mixed_4f.b2b.conv3d.weight"])
     bad = save_sd(i3d, "bad.pt", edit=lambda s: {k: v for k, v in s.items() if not k.startswith("Mixed_4c.b0.")})
-    with pytest.raises(KeyError, match=r"Mixed_4c\.b0\.conv3d\.weight"):
+    with pytest.raises(WeightsError, match=r"Mixed_4c\.b0\.conv3d\.weight"):
         InceptionI3d.from_file(bad)
     with pytest.raises(FileNotFoundError, match=r"metrics\.fvd\.weights_path"):
         FVD.from_config(FVDConfig(weights_path="/nonexistent/i3d.pt"))
