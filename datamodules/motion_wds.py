@@ -11,7 +11,7 @@ waits for another.
 
 Ranks never share a shard, so within an epoch no sample key is seen by two ranks. Validation is
 deterministic and not resampled: every rank reads its own shards once, one fixed window per clip.
-The batch fields and the shard members are described in docs/data-format.md.
+The batch is a `WindowBatch`; the shard members are described in docs/data-format.md.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
 import webdataset as wds
 from braceexpand import braceexpand
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from configs.loader import ConfigError, ConfigPathError
@@ -178,17 +179,45 @@ class WindowMaker:
         return self.tp if n_frames >= self.tp + self.t_window else 0
 
 
-def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
-    batch: dict[str, Any] = {}
-    for k in ("motion", "kp", "ref_motion", "pose_mean", "audio"):
-        batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
-    batch["has_context"] = torch.tensor([it["has_context"] for it in items])
-    batch["emotion"] = torch.tensor([it["emotion"] for it in items], dtype=torch.long)
-    batch["start"] = torch.tensor([it["start"] for it in items], dtype=torch.long)
-    batch["key"] = [it["key"] for it in items]
+class WindowBatch(TypedDict):
+    """One batch of windows, as `collate_windows` makes it and the LightningModule reads it.
+
+    B windows; Tp context frames, then T generated frames, S = Tp + T; L, C: audio-encoder layers,
+    channels. Normalised motion: exp by the global z-score, pose by (pose - clip pose mean) / dataset
+    pose std. Context frames before the clip start are zero rows (and zero audio).
+    """
+
+    motion: Tensor  # (B, S, 70) float32: normalised motion of frames [start-Tp, start+T)
+    has_context: Tensor  # (B,) bool: start ≥ Tp, i.e. the Tp context frames are real, not padding
+    kp: Tensor  # (B, 21, 3) float32: the clip's canonical keypoints
+    ref_motion: Tensor  # (B, 70) float32: the clip's first frame normalised, its pose by itself (→ 0)
+    pose_mean: Tensor  # (B, 7) float32: the clip's pose mean (to de-normalise)
+    emotion: Tensor  # (B,) int64: index into EMOTIONS; NULL_EMOTION (8) = no label
+    start: Tensor  # (B,) int64: clip frame of the first generated frame
+    key: list[str]  # (B,) sample keys
+    # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
+    audio: Tensor
+    # training only: (3,) int64 [worker, seen, bad] of the DataLoader worker that made the batch,
+    # its counts of samples read and skipped when the batch's last window was cut
+    data_stats: NotRequired[Tensor]
+    # validation only, raw for audio-aligned metrics:
+    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of the T generated frames
+
+
+def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
+    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
+    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
+             for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
+    batch = WindowBatch(
+        **stack,
+        has_context=torch.tensor([it["has_context"] for it in items]),
+        emotion=torch.tensor([it["emotion"] for it in items], dtype=torch.long),
+        start=torch.tensor([it["start"] for it in items], dtype=torch.long),
+        key=[it["key"] for it in items],
+    )
     if "wav" in items[0]:
-        batch["wav"] = torch.from_numpy(np.stack([it["wav"] for it in items]))  # (B, T·640) int16
-    if "data_stats" in items[0]:  # training: [worker, seen, bad] when the batch's last window was cut
+        batch["wav"] = torch.from_numpy(np.stack([it["wav"] for it in items]))
+    if "data_stats" in items[0]:
         batch["data_stats"] = torch.tensor(items[-1]["data_stats"])
     return batch
 
@@ -295,12 +324,12 @@ class TrainWindowStream(_StreamBase):
             # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
             partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng,
                     counter=counter, worker=worker),
-            # at this point we have batches of the per-rank batch size, data_stats attached
+            # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
             wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
         ]
         return pipeline
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[WindowBatch]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
         # exactly batches_per_worker batches, then the epoch ends
@@ -314,7 +343,7 @@ class ValWindowStream(_StreamBase):
         super().__init__(*args, **kw)
         self.max_clips = max_clips
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[WindowBatch]:
         urls = self.urls[self.rank :: self.world]
         if not urls:  # more ranks than validation shards
             return iter(())
@@ -330,7 +359,7 @@ class ValWindowStream(_StreamBase):
             wds.slice(self.max_clips),
             # at this point we have one fixed window per clip, with the raw wav of its T frames
             partial(fixed_windows, maker=self.maker),
-            # at this point we have batches of val_batch_size, the last one possibly smaller
+            # at this point we have WindowBatch-es of val_batch_size, the last one possibly smaller
             wds.batched(self.batch_size, collation_fn=collate_windows, partial=True),
         ]
         return iter(wds.DataPipeline(*pipeline))
