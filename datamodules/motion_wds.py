@@ -10,7 +10,8 @@ batch size (partial=False) → exactly `batches_per_worker` batches, identical o
 waits for another.
 
 Ranks never share a shard, so within an epoch no sample key is seen by two ranks. Validation is
-deterministic and not resampled: every rank reads its own shards once, one fixed window per clip.
+deterministic and not resampled: every rank reads its own shards once, and each clip gives the window
+whose first generated frame is 0, with the raw audio and motion of those frames (`ValWindowStream`).
 The batch is a `WindowBatch`; the shard members are described in docs/data-format.md.
 """
 
@@ -174,10 +175,6 @@ class WindowMaker:
     def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
         return [rng.randint(0, n_frames - self.t_window) for _ in range(k)]
 
-    def fixed_start(self, n_frames: int) -> int:
-        """Validation: the first window that has a full real context, else the clip start."""
-        return self.tp if n_frames >= self.tp + self.t_window else 0
-
 
 class WindowBatch(TypedDict):
     """One batch of windows, as `collate_windows` makes it and the LightningModule reads it.
@@ -200,8 +197,10 @@ class WindowBatch(TypedDict):
     # training only: (3,) int64 [worker, seen, bad] of the DataLoader worker that made the batch,
     # its counts of samples read and skipped when the batch's last window was cut
     data_stats: NotRequired[Tensor]
-    # validation only, raw for audio-aligned metrics:
-    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of the T generated frames
+    # validation only (windows start at frame 0), raw for generation-based metrics:
+    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
+    gt_motion: NotRequired[Tensor]  # (B, T, 70) float32: the clip's raw (not normalised) motion of [0, T)
+    ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
 
 
 def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
@@ -215,8 +214,9 @@ def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
         start=torch.tensor([it["start"] for it in items], dtype=torch.long),
         key=[it["key"] for it in items],
     )
-    if "wav" in items[0]:
-        batch["wav"] = torch.from_numpy(np.stack([it["wav"] for it in items]))
+    for k in ("wav", "gt_motion", "ref_raw"):
+        if k in items[0]:
+            batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
     if "data_stats" in items[0]:
         batch["data_stats"] = torch.tensor(items[-1]["data_stats"])
     return batch
@@ -266,13 +266,14 @@ def random_windows(clips: Iterable[dict], maker: WindowMaker, per_clip: int, rng
             yield w
 
 
-def fixed_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[str, Any]]:
-    """Each clip's fixed validation window, with the raw wav of its T generated frames."""
+def first_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[str, Any]]:
+    """Each clip's window starting at frame 0, plus the raw audio, motion and first frame of [0, T)."""
     t = maker.t_window
     for s in clips:
-        start = maker.fixed_start(s["motion"].shape[0])
-        w = maker.window(s, start)
-        w["wav"] = s["wav"][start * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME]  # (T·640,) int16
+        w = maker.window(s, 0)
+        w["wav"] = s["wav"][: t * SAMPLES_PER_FRAME]  # (T·640,) int16
+        w["gt_motion"] = s["motion"][:t]  # (T, 70) float32, raw
+        w["ref_raw"] = s["motion"][0]  # (70,) float32, raw
         yield w
 
 
@@ -337,7 +338,7 @@ class TrainWindowStream(_StreamBase):
 
 
 class ValWindowStream(_StreamBase):
-    """Each clip of this rank's shards once, one fixed window per clip, in shard order."""
+    """Each clip of this rank's shards once, in shard order: its window starting at frame 0."""
 
     def __init__(self, *args: Any, max_clips: int, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -357,8 +358,9 @@ class ValWindowStream(_StreamBase):
             partial(decoded_clips, counter=counter, maker=self.maker),
             # at this point we have the first max_clips of those clips
             wds.slice(self.max_clips),
-            # at this point we have one fixed window per clip, with the raw wav of its T frames
-            partial(fixed_windows, maker=self.maker),
+            # at this point we have each clip's window starting at frame 0 (Tp zero context rows,
+            # has_context False) with the raw wav, gt_motion and ref_raw of frames [0, T)
+            partial(first_windows, maker=self.maker),
             # at this point we have WindowBatch-es of val_batch_size, the last one possibly smaller
             wds.batched(self.batch_size, collation_fn=collate_windows, partial=True),
         ]
