@@ -1,18 +1,18 @@
 """WebDataset pipeline of training windows over contract shards, as a LightningDataModule.
 
-Training (per rank, per worker):
-    shards of this rank (urls[rank::world]) → of this worker ([worker::num_workers])
-    → resampled forever with a seeded RNG (seed, epoch, rank, worker)
-    → tar members grouped into samples (webdataset)               # raw bytes
-    → shuffle buffer (compressed samples)
-    → decode + validate; a bad sample is skipped, counted, logged with shard and key
-    → cut `windows_per_clip` windows of Tp + T frames with the aligned audio
-    → adaptive normalisation (exp: global stats; pose: the clip's mean, dataset pose std)
-    → batched inside the pipeline (per-rank batch, partial=False)
-    → with_epoch(batches per worker), identical on every rank, so no rank waits for another.
+Training: each DataLoader worker of each rank runs the stage list of `TrainWindowStream.pipeline`:
+this rank's shards (urls[rank::world]), this worker's part of them, resampled forever with an RNG seeded
+by (seed, epoch, rank, worker) → tar members grouped into samples → a shuffle buffer of the still
+compressed samples → decode + validate (a bad sample is skipped, counted, logged with shard and key)
+→ `windows_per_clip` random windows of Tp + T frames per clip, with the aligned audio and adaptive
+normalisation (exp: global stats; pose: the clip's mean, dataset pose std) → batches of the per-rank
+batch size (partial=False) → exactly `batches_per_worker` batches, identical on every rank, so no rank
+waits for another.
 
 Ranks never share a shard, so within an epoch no sample key is seen by two ranks. Validation is
-deterministic and not resampled: every rank reads its own shards once, one fixed window per clip.
+deterministic and not resampled: every rank reads its own shards once, and each clip gives the window
+whose first generated frame is 0, with the raw audio and motion of those frames (`ValWindowStream`).
+The batch is a `WindowBatch`; the shard members are described in docs/data-format.md.
 """
 
 from __future__ import annotations
@@ -23,23 +23,25 @@ import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 import torch
 import webdataset as wds
 from braceexpand import braceexpand
+from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
+from configs.loader import ConfigError, ConfigPathError
 from datamodules.contract import (
     SAMPLES_PER_FRAME,
     ContractError,
     decode_sample,
     sample_problems,
 )
-from configs.loader import ConfigError, ConfigPathError
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
 from models.emotion import EMOTIONS, NULL_EMOTION
 from models.motion import POSE, MotionStats, normalize_motion
@@ -173,22 +175,106 @@ class WindowMaker:
     def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
         return [rng.randint(0, n_frames - self.t_window) for _ in range(k)]
 
-    def fixed_start(self, n_frames: int) -> int:
-        """Validation: the first window that has a full real context, else the clip start."""
-        return self.tp if n_frames >= self.tp + self.t_window else 0
+
+class WindowBatch(TypedDict):
+    """One batch of windows, as `collate_windows` makes it and the LightningModule reads it.
+
+    B windows; Tp context frames, then T generated frames, S = Tp + T; L, C: audio-encoder layers,
+    channels. Normalised motion: exp by the global z-score, pose by (pose - clip pose mean) / dataset
+    pose std. Context frames before the clip start are zero rows (and zero audio).
+    """
+
+    motion: Tensor  # (B, S, 70) float32: normalised motion of frames [start-Tp, start+T)
+    has_context: Tensor  # (B,) bool: start ≥ Tp, i.e. the Tp context frames are real, not padding
+    kp: Tensor  # (B, 21, 3) float32: the clip's canonical keypoints
+    ref_motion: Tensor  # (B, 70) float32: the clip's first frame normalised, its pose by itself (→ 0)
+    pose_mean: Tensor  # (B, 7) float32: the clip's pose mean (to de-normalise)
+    emotion: Tensor  # (B,) int64: index into EMOTIONS; NULL_EMOTION (8) = no label
+    start: Tensor  # (B,) int64: clip frame of the first generated frame
+    key: list[str]  # (B,) sample keys
+    # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
+    audio: Tensor
+    # training only: (3,) int64 [worker, seen, bad] of the DataLoader worker that made the batch,
+    # its counts of samples read and skipped when the batch's last window was cut
+    data_stats: NotRequired[Tensor]
+    # validation only (windows start at frame 0), raw for generation-based metrics:
+    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
+    gt_motion: NotRequired[Tensor]  # (B, T, 70) float32: the clip's raw (not normalised) motion of [0, T)
+    ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
 
 
-def collate_windows(items: list[dict[str, Any]]) -> dict[str, Any]:
-    batch: dict[str, Any] = {}
-    for k in ("motion", "kp", "ref_motion", "pose_mean", "audio"):
-        batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
-    batch["has_context"] = torch.tensor([it["has_context"] for it in items])
-    batch["emotion"] = torch.tensor([it["emotion"] for it in items], dtype=torch.long)
-    batch["start"] = torch.tensor([it["start"] for it in items], dtype=torch.long)
-    batch["key"] = [it["key"] for it in items]
-    if "wav" in items[0]:
-        batch["wav"] = torch.from_numpy(np.stack([it["wav"] for it in items]))  # (B, T·640) int16
+def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
+    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
+    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
+             for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
+    batch = WindowBatch(
+        **stack,
+        has_context=torch.tensor([it["has_context"] for it in items]),
+        emotion=torch.tensor([it["emotion"] for it in items], dtype=torch.long),
+        start=torch.tensor([it["start"] for it in items], dtype=torch.long),
+        key=[it["key"] for it in items],
+    )
+    for k in ("wav", "gt_motion", "ref_raw"):
+        if k in items[0]:
+            batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
+    if "data_stats" in items[0]:
+        batch["data_stats"] = torch.tensor(items[-1]["data_stats"])
     return batch
+
+
+# ------------------------------------------------------------------------------------------------
+# Pipeline stages (generator functions over the stream of the stage before)
+# ------------------------------------------------------------------------------------------------
+
+
+def resampled_shards(shards: Iterable[dict[str, str]], rng: random.Random) -> Iterator[dict[str, str]]:
+    """The given shards drawn with replacement by `rng`, forever."""
+    urls = [s["url"] for s in shards]
+    while True:
+        yield {"url": rng.choice(urls)}
+
+
+def decoded_clips(samples: Iterable[dict], counter: BadSampleCounter, maker: WindowMaker) -> Iterator[dict]:
+    """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted."""
+    for raw in samples:
+        counter.seen += 1
+        url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
+        try:
+            s = decode_sample(raw)
+        except ContractError as e:
+            counter.record_bad(url, key, str(e).split(": ", 1)[-1])
+            continue
+        problems = sample_problems(s)
+        if not problems and s["motion"].shape[0] < maker.t_window:
+            problems = [f"clip has {s['motion'].shape[0]} frames < data window {maker.t_window}"]
+        if not problems and maker.audio_source == "precomputed" and "audio_feats" not in s:
+            problems = ["no audio.npy but data.audio_source=precomputed"]
+        if problems:
+            counter.record_bad(url, key, "; ".join(problems))
+            continue
+        yield s
+
+
+def random_windows(clips: Iterable[dict], maker: WindowMaker, per_clip: int, rng: random.Random,
+                   counter: BadSampleCounter, worker: int) -> Iterator[dict[str, Any]]:
+    """`per_clip` windows at random starts of each clip, each carrying the worker's counts so far."""
+    for s in clips:
+        counts = (worker, counter.seen, counter.bad)
+        for start in maker.random_starts(s["motion"].shape[0], per_clip, rng):
+            w = maker.window(s, start)
+            w["data_stats"] = counts
+            yield w
+
+
+def first_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[str, Any]]:
+    """Each clip's window starting at frame 0, plus the raw audio, motion and first frame of [0, T)."""
+    t = maker.t_window
+    for s in clips:
+        w = maker.window(s, 0)
+        w["wav"] = s["wav"][: t * SAMPLES_PER_FRAME]  # (T·640,) int16
+        w["gt_motion"] = s["motion"][:t]  # (T, 70) float32, raw
+        w["ref_raw"] = s["motion"][0]  # (70,) float32, raw
+        yield w
 
 
 # ------------------------------------------------------------------------------------------------
@@ -204,28 +290,9 @@ class _StreamBase(IterableDataset):
         self.rank, self.world = rank, world
         self.counter_args = counter_args
 
-    def _decoded(self, raw_samples: Iterator[dict], counter: BadSampleCounter) -> Iterator[dict]:
-        for raw in raw_samples:
-            counter.seen += 1
-            url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
-            try:
-                s = decode_sample(raw)
-            except ContractError as e:
-                counter.record_bad(url, key, str(e).split(": ", 1)[-1])
-                continue
-            problems = sample_problems(s)
-            if not problems and s["motion"].shape[0] < self.maker.t_window:
-                problems = [f"clip has {s['motion'].shape[0]} frames < data window {self.maker.t_window}"]
-            if not problems and self.maker.audio_source == "precomputed" and "audio_feats" not in s:
-                problems = ["no audio.npy but data.audio_source=precomputed"]
-            if problems:
-                counter.record_bad(url, key, "; ".join(problems))
-                continue
-            yield s
-
 
 class TrainWindowStream(_StreamBase):
-    """Infinite resampled stream of batches for one rank; `with_epoch` fixes batches per worker."""
+    """Infinite resampled stream of batches for one rank; `with_epoch` fixes the batches per worker."""
 
     def __init__(self, *args: Any, seed: int, shuffle_buffer: int, windows_per_clip: int,
                  batches_per_worker: int, **kw: Any) -> None:
@@ -234,61 +301,70 @@ class TrainWindowStream(_StreamBase):
         self.windows_per_clip, self.batches_per_worker = windows_per_clip, batches_per_worker
         self.epoch = 0
 
-    def _shard_urls(self, worker: int, num_workers: int) -> Iterator[dict[str, str]]:
-        mine = self.urls[self.rank :: self.world][worker::num_workers]
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}/shards")
-        while True:
-            yield {"url": rng.choice(mine)}
+    def pipeline(self, worker: int, num_workers: int) -> list:
+        """The stages of one DataLoader worker (its RNGs are seeded by seed, epoch, rank and worker)."""
+        counter = BadSampleCounter(*self.counter_args)
+        seed = f"{self.seed}/{self.epoch}/{self.rank}/{worker}"
+        rng = random.Random(f"{seed}/windows")  # draws both the shuffle order and the window starts
+        pipeline = [
+            # at this point we have this worker's shards {"url"}: the rank's urls[rank::world], then
+            # [worker::num_workers] of those (no two ranks or workers share a shard)
+            wds.SimpleShardList(self.urls[self.rank :: self.world][worker::num_workers]),
+            # at this point we have an endless stream of those shards, drawn with replacement
+            partial(resampled_shards, rng=random.Random(f"{seed}/shards")),
+            # at this point we have raw samples {__key__, __url__, member: bytes}; an unreadable tar
+            # is counted as one bad sample and skipped
+            wds.tarfile_to_samples(handler=counter.tar_error),
+        ]
+        if self.shuffle_buffer > 1:
+            # at this point we have the raw (still compressed, so cheap to buffer) samples shuffled
+            pipeline.append(wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 64), rng=rng))
+        pipeline += [
+            # at this point we have decoded clips that meet the contract (others skipped and counted)
+            partial(decoded_clips, counter=counter, maker=self.maker),
+            # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
+            partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng,
+                    counter=counter, worker=worker),
+            # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
+            wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
+        ]
+        return pipeline
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[WindowBatch]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        counter = BadSampleCounter(*self.counter_args)
-        rng = random.Random(f"{self.seed}/{self.epoch}/{self.rank}/{worker}/windows")
-        raw = wds.tarfile_to_samples(handler=counter.tar_error)(self._shard_urls(worker, num_workers))
-        if self.shuffle_buffer > 1:
-            raw = wds.filters._shuffle(raw, self.shuffle_buffer, min(self.shuffle_buffer, 64), rng)
-        items: list[dict] = []
-        emitted = 0
-        for s in self._decoded(raw, counter):
-            for start in self.maker.random_starts(s["motion"].shape[0], self.windows_per_clip, rng):
-                items.append(self.maker.window(s, start))
-            while len(items) >= self.batch_size:
-                batch = collate_windows(items[: self.batch_size])
-                items = items[self.batch_size :]
-                batch["data_stats"] = torch.tensor([worker, counter.seen, counter.bad])
-                yield batch
-                emitted += 1
-                if emitted >= self.batches_per_worker:
-                    return
+        # exactly batches_per_worker batches, then the epoch ends
+        return iter(wds.DataPipeline(*self.pipeline(worker, num_workers)).with_epoch(self.batches_per_worker))
 
 
 class ValWindowStream(_StreamBase):
-    """Each clip of this rank's shards once, one fixed window per clip, in shard order."""
+    """Each clip of this rank's shards once, in shard order: its window starting at frame 0."""
 
     def __init__(self, *args: Any, max_clips: int, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.max_clips = max_clips
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[WindowBatch]:
+        urls = self.urls[self.rank :: self.world]
+        if not urls:  # more ranks than validation shards
+            return iter(())
         counter = BadSampleCounter(*self.counter_args)
-        urls = [{"url": u} for u in self.urls[self.rank :: self.world]]
-        raw = wds.tarfile_to_samples(handler=counter.tar_error)(iter(urls))
-        items: list[dict] = []
-        n = 0
-        for s in self._decoded(raw, counter):
-            start = self.maker.fixed_start(s["motion"].shape[0])
-            items.append(self.maker.window(s, start))
-            # the raw wav of the T generated frames, for audio-aligned validation metrics
-            items[-1]["wav"] = s["wav"][start * SAMPLES_PER_FRAME : (start + self.maker.t_window) * SAMPLES_PER_FRAME]
-            n += 1
-            if len(items) == self.batch_size:
-                yield collate_windows(items)
-                items = []
-            if n >= self.max_clips:
-                break
-        if items:
-            yield collate_windows(items)
+        pipeline = [
+            # at this point we have this rank's shards {"url"}, in order, each read once
+            wds.SimpleShardList(urls),
+            # at this point we have raw samples {__key__, __url__, member: bytes}
+            wds.tarfile_to_samples(handler=counter.tar_error),
+            # at this point we have decoded clips that meet the contract (others skipped and counted)
+            partial(decoded_clips, counter=counter, maker=self.maker),
+            # at this point we have the first max_clips of those clips
+            wds.slice(self.max_clips),
+            # at this point we have each clip's window starting at frame 0 (Tp zero context rows,
+            # has_context False) with the raw wav, gt_motion and ref_raw of frames [0, T)
+            partial(first_windows, maker=self.maker),
+            # at this point we have WindowBatch-es of val_batch_size, the last one possibly smaller
+            wds.batched(self.batch_size, collation_fn=collate_windows, partial=True),
+        ]
+        return iter(wds.DataPipeline(*pipeline))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,14 +7,15 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from tests.helpers import write_random_dataset
 
 from configs.schema import DataConfig
-from datamodules.motion_wds import MotionDataModule
+from datamodules.contract import decode_sample
+from datamodules.motion_wds import MotionDataModule, load_motion_stats
 from datamodules.shards import iter_tar_samples
+from models.motion import normalize_motion
+from tests.helpers import write_random_dataset
 
 
 def _cfg(ds: Path, **kw) -> DataConfig:
@@ -55,6 +56,52 @@ def test_validation_is_deterministic_bit_for_bit(random_dataset: Path):
         assert x["key"] == y["key"]
         for k in ("motion", "audio", "wav", "kp", "ref_motion"):
             assert torch.equal(x[k], y[k])
+
+
+def _clips_in_shard_order(ds: Path) -> list[dict]:
+    return [decode_sample(raw) for tar in sorted(ds.glob("*.tar")) for raw in iter_tar_samples(tar)]
+
+
+def test_validation_windows_start_at_frame_zero_with_raw_fields(random_dataset: Path):
+    dm = _dm(_cfg(random_dataset, val_max_clips=5))
+    batches = list(dm.val_dataloader())
+    assert [len(b["key"]) for b in batches] == [3, 2]  # the first 5 of 8 clips, batches of 3
+    clips = _clips_in_shard_order(random_dataset)[:5]
+    assert [k for b in batches for k in b["key"]] == [c["__key__"] for c in clips]
+    stats = load_motion_stats([str(random_dataset)])
+    i = 0
+    for b in batches:
+        n = len(b["key"])
+        assert b["wav"].dtype == torch.int16 and b["wav"].shape == (n, 100 * 640)
+        assert b["gt_motion"].dtype == torch.float32 and b["gt_motion"].shape == (n, 100, 70)
+        assert b["ref_raw"].dtype == torch.float32 and b["ref_raw"].shape == (n, 70)
+        assert b["motion"].shape == (n, 125, 70) and b["audio"].shape == (n, 125 * 640)
+        assert b["start"].tolist() == [0] * n and b["has_context"].tolist() == [False] * n
+        assert "data_stats" not in b
+        for j, c in enumerate(clips[i : i + n]):
+            assert torch.equal(b["wav"][j], torch.from_numpy(c["wav"][: 100 * 640]))
+            assert torch.equal(b["gt_motion"][j], torch.from_numpy(c["motion"][:100]))
+            assert torch.equal(b["ref_raw"][j], torch.from_numpy(c["motion"][0]))
+            # Tp zero context rows (and zero audio), then the normalised frames [0, T) and their audio
+            pose_mean = torch.tensor(c["meta"]["pose_mean"], dtype=torch.float32)
+            expected = normalize_motion(torch.from_numpy(c["motion"][:100]), stats, pose_mean)
+            assert torch.equal(b["motion"][j, :25], torch.zeros(25, 70))
+            assert torch.equal(b["motion"][j, 25:], expected)
+            assert torch.equal(b["audio"][j, : 25 * 640], torch.zeros(25 * 640))
+            assert torch.equal(b["audio"][j, 25 * 640 :], torch.from_numpy(c["wav"][: 100 * 640]) / 32768.0)
+        i += n
+
+
+def test_validation_ranks_read_disjoint_shards(tmp_path: Path):
+    write_random_dataset(tmp_path / "ds", clips=6, per_shard=2)  # 3 shards
+    keys = []
+    for rank, world in ((0, 2), (1, 2), (3, 4)):
+        dm = _dm(_cfg(tmp_path / "ds"))
+        dm.rank, dm.world = rank, world
+        keys.append([k for b in dm.val_dataloader() for k in b["key"]])
+    clips = [c["__key__"] for c in _clips_in_shard_order(tmp_path / "ds")]
+    assert keys[0] == clips[0:2] + clips[4:6] and keys[1] == clips[2:4]  # shards 0, 2 and shard 1
+    assert keys[2] == []  # rank 3 of 4 has no validation shard
 
 
 def test_same_seed_same_training_stream_different_seed_differs(random_dataset: Path):
