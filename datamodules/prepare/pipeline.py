@@ -36,18 +36,11 @@ from datamodules.contract import (
 )
 from datamodules.prepare.adapters import RawItem, list_items
 from datamodules.prepare.config import PrepareConfig, resolve_slice
+from datamodules.prepare.face import TorchScriptDetector
 from datamodules.prepare.ledger import LEDGER, Ledger, LedgerState
-from datamodules.prepare.steps import (
-    ClipRejection,
-    PreparedClip,
-    Rejected,
-    TorchScriptDetector,
-    assert_aligned,
-    check_yaw,
-    extract_motion,
-    prepare_item,
-    sync_correct,
-)
+from datamodules.prepare.motion import assert_aligned, check_yaw, extract_motion, sync_correct
+from datamodules.prepare.rejections import Rejected
+from datamodules.prepare.segment import ClipRejection, PreparedClip, prepare_item
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator, merge_datasets, sha256_file, write_json
 
 SUMMARY = "summary.json"

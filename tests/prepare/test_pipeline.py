@@ -263,7 +263,7 @@ def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
 
 def test_avspeech_segment_annotation_box_and_audio_offset(tmp_path):
     """A CSV segment [1.0, 5.0] s of a 6 s video: 100 frames starting at t = 1 s, audio cut at the same instant."""
-    from datamodules.prepare import steps
+    from datamodules.prepare.media import decode_audio, resample_audio, to_int16
 
     raw = tmp_path / "raw"
     video = write_video(raw / "yt0.mp4", seconds=6.0, seed=3)
@@ -277,6 +277,6 @@ def test_avspeech_segment_annotation_box_and_audio_offset(tmp_path):
     cx = (meta["face_box"][0] + meta["face_box"][2]) / 2
     cy = (meta["face_box"][1] + meta["face_box"][3]) / 2
     assert (cx, cy) == pytest.approx((64.0, 0.45 * 128))
-    x, rate, a0 = steps.decode_audio(video)
-    ref = steps.to_int16(steps.resample_audio(x, rate))[16000 : 16000 + 100 * 640]
+    x, rate, a0 = decode_audio(video)
+    ref = to_int16(resample_audio(x, rate))[16000 : 16000 + 100 * 640]
     np.testing.assert_array_equal(s["wav"], ref)
