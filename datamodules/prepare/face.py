@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.prepare.adapters import RawItem
+from datamodules.prepare.config import PrepareConfig
 from datamodules.prepare.rejections import FACE_SMALL, GAPS, NO_ANNOTATION, Rejected
 
 CROP_SIZE = 256
@@ -41,6 +42,12 @@ class TorchScriptDetector:
         if out.shape != (len(frames), 5):
             raise ValueError(f"detector returned shape {out.shape}, expected ({len(frames)}, 5) rows x0,y0,x1,y1,score")
         return [row[:4].astype(np.float64) if row[4] >= self.min_score else None for row in out]
+
+
+def make_detector(cfg: PrepareConfig, device: str = "cpu") -> TorchScriptDetector | None:
+    if cfg.detector.kind in ("file", "auto") and cfg.detector.weights:
+        return TorchScriptDetector(cfg.detector.weights, cfg.detector.min_score, device)
+    return None
 
 
 def centre_box(width: int, height: int, fraction: float) -> np.ndarray:

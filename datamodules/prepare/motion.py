@@ -1,15 +1,24 @@
 """The main-process (device) part of a clip: SyncNet filter and offset correction, motion from the
-face model, the yaw filter and the exact alignment check.
+face model, the yaw filter, the exact alignment check and the finished contract `ClipSample`; and
+loading the face model and SyncNet onto the device.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datamodules.contract import SAMPLES_PER_FRAME
+from datamodules.contract import FPS, SAMPLES_PER_FRAME, ClipSample, clip_meta, make_key
+from datamodules.prepare.adapters import RawItem
+from datamodules.prepare.config import PrepareConfig
 from datamodules.prepare.rejections import SYNC_CONF, SYNC_OFFSET, TOO_SHORT, YAW, AlignmentError, Rejected
+from datamodules.prepare.segment import PreparedClip
+
+# ------------------------------------------------------------------------------------------------
+# Steps: SyncNet offset correction, motion, yaw filter, alignment
+# ------------------------------------------------------------------------------------------------
 
 
 def sync_correct(net: Any, crops: np.ndarray, wav: np.ndarray, min_conf: float, max_offset: int,
@@ -71,3 +80,67 @@ def assert_aligned(motion: np.ndarray, wav: np.ndarray, crops: np.ndarray) -> in
         raise AlignmentError(f"misaligned clip: motion {t} frames, crops {crops.shape[0]} frames, "
                              f"audio {wav.shape[0]} samples (expected {t * SAMPLES_PER_FRAME})")
     return t
+
+
+# ------------------------------------------------------------------------------------------------
+# The clip on the device, and the models it needs
+# ------------------------------------------------------------------------------------------------
+
+
+def finish_clip(
+    pc: PreparedClip, item: RawItem, cfg: PrepareConfig, extractor: Any, sync_net: Any = None
+) -> ClipSample:
+    """SyncNet filter (optional) → motion → exact alignment → yaw filter → a contract ClipSample."""
+    from datamodules.video import encode_mp4
+
+    crops, wav, info, mp4 = pc.crops, pc.wav, {}, pc.mp4
+    start_s = pc.start_s
+    if cfg.filters.sync:
+        crops, wav, info = sync_correct(sync_net, crops, wav, cfg.filters.sync_min_confidence,
+                                        cfg.filters.sync_max_offset, int(round(cfg.clips.min_s * FPS)))
+        start_s += max(0, info["sync_offset"]) / FPS
+        if len(crops) != len(pc.crops):
+            mp4 = None  # offset-corrected: re-encode the trimmed crops
+    motion, kp = extract_motion(extractor, crops, cfg.batch_size)
+    assert_aligned(motion, wav, crops)
+    check_yaw(motion, cfg.filters.max_abs_yaw_deg)
+    try:
+        source = Path(item.video).relative_to(Path(cfg.input)).as_posix()
+    except ValueError:
+        source = Path(item.video).name
+    meta = clip_meta(
+        clip_id=pc.clip_id, dataset=cfg.dataset_name, speaker_id=item.speaker_id, motion=motion, source=source,
+        emotion=item.emotion, intensity=item.intensity, crop_box=pc.crop_box, face_box=pc.face_box,
+        face_box_source=pc.box_source, item_id=item.item_id, start_s=round(start_s, 6),
+        source_fps=round(pc.source_fps, 4), source_sample_rate=pc.source_sample_rate, **info,
+    )
+    if cfg.write_mp4 and mp4 is None:
+        mp4 = encode_mp4(np.ascontiguousarray(crops), fps=FPS, crf=cfg.crf)
+    return ClipSample(make_key(cfg.dataset_name, pc.clip_id), motion, kp, wav, meta, mp4=mp4)
+
+
+def load_extractor(cfg: PrepareConfig, device: str) -> Any:
+    if not cfg.face_model_dir:
+        raise ValueError("face_model_dir: not set; point it at the LivePortrait weights (the folder holding "
+                         "base_models/), e.g. face_model_dir=/data/weights/liveportrait")
+    from models.liveportrait import FaceModelConfig, load_face_model
+
+    try:
+        return load_face_model(cfg.face_model_dir, device,
+                               cfg=FaceModelConfig.tiny() if cfg.face_model_preset == "tiny" else None)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"face_model_dir={cfg.face_model_dir}: {e}") from None
+
+
+def load_sync_net(cfg: PrepareConfig, device: str) -> Any:
+    from metrics.sync import SyncNet
+
+    return SyncNet.from_file(cfg.filters.sync_weights, config_key="filters.sync_weights").to(device).eval()
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

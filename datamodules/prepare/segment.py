@@ -4,7 +4,7 @@ part of data preparation for one item (runs in a worker process).
     probe → decode audio, resample to 16 kHz mono → plan the 25 fps timeline → select video frames by
     nearest timestamp (decord; PyAV fallback) → split at scene cuts / silences → face box → 256² crop
 
-The main process then finishes each clip on the device (`datamodules.prepare.motion`).
+The main process then finishes each clip on the device (`datamodules.prepare.motion.finish_clip`).
 """
 
 from __future__ import annotations

@@ -108,10 +108,10 @@ def test_ledger_torn_tail_and_resume_state(tmp_path):
 
 
 def test_slice_lock_refuses_a_second_writer(tmp_path):
-    from datamodules.prepare.pipeline import _lock_slice
+    from datamodules.prepare.slices import lock_slice
 
-    lock = _lock_slice(tmp_path)
+    lock = lock_slice(tmp_path)
     with pytest.raises(ValueError, match="another prepare process is writing this slice"):
-        _lock_slice(tmp_path)
+        lock_slice(tmp_path)
     lock.close()
-    _lock_slice(tmp_path).close()
+    lock_slice(tmp_path).close()

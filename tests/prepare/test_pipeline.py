@@ -172,7 +172,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_real_face_model_on_random_weights(mead_tree, tmp_path):
     """The production extractor path: load_face_model (tiny random weights in the public file layout)."""
-    from datamodules.prepare.pipeline import load_extractor
+    from datamodules.prepare.motion import load_extractor
     from models.liveportrait.testing import write_random_weights
 
     root, _ = mead_tree
@@ -190,7 +190,7 @@ def test_real_face_model_on_random_weights(mead_tree, tmp_path):
 @pytest.mark.slow
 def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp_path):
     """SIGKILL a real `playmate prepare` (LivePortrait FaceModel, tiny random weights) mid-run, rerun, compare."""
-    from datamodules.prepare.pipeline import load_extractor
+    from datamodules.prepare.motion import load_extractor
     from models.liveportrait.testing import write_random_weights
 
     root, _ = mead_tree
