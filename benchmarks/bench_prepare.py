@@ -126,7 +126,8 @@ def main() -> None:
         print("| step | ms/clip |\n|---|---:|")
         for k, v in per.items():
             print(f"| {k} | {1000 * v:.0f} |")
-        print("\n| pipeline (stand-in motion) | workers | clips | s | clips/min | clips/min per worker |\n|---|---:|---:|---:|---:|---:|")
+        print("\n| pipeline (stand-in motion) | workers | clips | s | clips/min | clips/min per worker |\n"
+              "|---|---:|---:|---:|---:|---:|")
         for w in args.workers:
             shutil.rmtree(tmp / "out", ignore_errors=True)
             cfg.output = str(tmp / "out")

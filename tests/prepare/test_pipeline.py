@@ -130,7 +130,8 @@ def test_crash_then_resume_equals_uninterrupted(reference, mead_tree, tmp_path):
     root, _ = mead_tree
     cfg = make_cfg(input=root, output=tmp_path / "out", maxcount=2)
     with pytest.raises(Crash):
-        run_prepare(cfg, extractor=CrashingExtractor(crash_on_call=7))  # 2 calls per clip; 3 clips written: shard 0 closed, shard 1 open
+        # 2 calls per clip; 3 clips written: shard 0 closed, shard 1 open
+        run_prepare(cfg, extractor=CrashingExtractor(crash_on_call=7))
     sdir = tmp_path / "out" / "slices" / "s000"
     assert sorted(p.name for p in sdir.glob("*.tar")) == ["mead-s000-p000-000000.tar", "mead-s000-p000-000001.tar"]
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -227,7 +228,8 @@ def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp
 def test_cli_errors_exit_2(tmp_path, capsys):
     from pl_modules.cli import main
 
-    base = ["prepare", str(ROOT / "configs" / "prepare.yaml"), "dataset=mead", f"input={tmp_path}", f"output={tmp_path}/o"]
+    base = ["prepare", str(ROOT / "configs" / "prepare.yaml"), "dataset=mead", f"input={tmp_path}",
+            f"output={tmp_path}/o"]
     assert main([*base, "clips.max_len=3"]) == 2
     assert "did you mean 'clips.max_s'" in capsys.readouterr().err
     (tmp_path / "M003" / "video" / "front").mkdir(parents=True)

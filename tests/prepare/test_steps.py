@@ -29,7 +29,10 @@ def test_probe_cfr_and_vfr(clip30, tmp_path):
 
 @pytest.mark.parametrize("kind", ["random_bytes", "truncated"])
 def test_probe_rejects_corrupt(clip30, tmp_path, kind):
-    p = write_corrupt(tmp_path / "x.mp4") if kind == "random_bytes" else write_truncated(tmp_path / "t.mp4", clip30, 0.5)
+    if kind == "random_bytes":
+        p = write_corrupt(tmp_path / "x.mp4")
+    else:
+        p = write_truncated(tmp_path / "t.mp4", clip30, 0.5)
     with pytest.raises(Rejected) as e:
         media.probe(p)
     assert e.value.reason == rejections.CORRUPT and str(p) in e.value.detail
