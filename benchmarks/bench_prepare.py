@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests" / "prepare"))
 
 
 def make_raw(root: Path, n: int, seconds: float, size: tuple[int, int]) -> None:
-    from media import write_video
+    from media import write_video  # tests/prepare/media.py
 
     for i in range(n):
         # folder adapter; non-square frames via a square writer then letterboxed is not needed: square side = height
@@ -35,7 +35,7 @@ def make_raw(root: Path, n: int, seconds: float, size: tuple[int, int]) -> None:
 
 def time_steps(root: Path, cfg, limit: int | None = None) -> dict[str, float]:
     """Seconds per clip of each CPU step (one item = one clip here)."""
-    from datamodules.prepare import steps
+    from datamodules.prepare import face, media, segment
     from models.liveportrait.crop import CropParams
 
     acc: dict[str, float] = {}
@@ -48,23 +48,23 @@ def time_steps(root: Path, cfg, limit: int | None = None) -> dict[str, float]:
     videos = sorted(root.glob("*.mp4"))[:limit]
     for v in videos:
         t = time.perf_counter()
-        pr = steps.probe(v)
+        pr = media.probe(v)
         t = tick("probe", t)
-        x, rate, a0 = steps.decode_audio(v)
+        x, rate, a0 = media.decode_audio(v)
         t = tick("decode audio", t)
-        a16 = steps.resample_audio(x, rate)
+        a16 = media.resample_audio(x, rate)
         t = tick("resample audio 44.1k→16k", t)
-        tl = steps.plan_timeline(pr, a0, a16)
-        idx = steps.select_frames(pr.frame_times, tl.t0, tl.num_frames)
-        frames = steps.FrameReader(v, pr, cfg.decode_max_side, "decord").read(idx)
+        tl = media.plan_timeline(pr, a0, a16)
+        idx = media.select_frames(pr.frame_times, tl.t0, tl.num_frames)
+        frames = media.FrameReader(v, pr, cfg.decode_max_side, "decord").read(idx)
         t = tick("decode video (decord) + 25 fps select", t)
-        steps.FrameReader(v, pr, cfg.decode_max_side, "pyav").read(idx)
+        media.FrameReader(v, pr, cfg.decode_max_side, "pyav").read(idx)
         t = tick("  (decode video, PyAV fallback)", t)
         wav = a16[tl.audio_offset : tl.audio_offset + tl.num_frames * 640]
-        steps.split_segments(steps.thumbnails(frames), wav, 75, 750, 30.0, -40.0, 8)
+        segment.split_segments(segment.thumbnails(frames), wav, 75, 750, 30.0, -40.0, 8)
         t = tick("split (scene cuts, silences)", t)
-        box = steps.centre_box(frames.shape[2], frames.shape[1], 0.45)
-        crops, _ = steps.crop_frames(frames, box, CropParams(2.2, 0.0, -0.1))
+        box = face.centre_box(frames.shape[2], frames.shape[1], 0.45)
+        crops, _ = face.crop_frames(frames, box, CropParams(2.2, 0.0, -0.1))
         t = tick("crop 256²", t)
         from datamodules.video import encode_mp4
 
@@ -126,7 +126,8 @@ def main() -> None:
         print("| step | ms/clip |\n|---|---:|")
         for k, v in per.items():
             print(f"| {k} | {1000 * v:.0f} |")
-        print("\n| pipeline (stand-in motion) | workers | clips | s | clips/min | clips/min per worker |\n|---|---:|---:|---:|---:|---:|")
+        print("\n| pipeline (stand-in motion) | workers | clips | s | clips/min | clips/min per worker |\n"
+              "|---|---:|---:|---:|---:|---:|")
         for w in args.workers:
             shutil.rmtree(tmp / "out", ignore_errors=True)
             cfg.output = str(tmp / "out")

@@ -6,6 +6,7 @@
 """
 
 from datamodules.prepare.config import PrepareConfig, resolve_slice
-from datamodules.prepare.pipeline import format_summary, merge_slices, run_prepare, slice_of
+from datamodules.prepare.pipeline import run_prepare
+from datamodules.prepare.slices import format_summary, merge_slices, slice_of
 
 __all__ = ["PrepareConfig", "format_summary", "merge_slices", "resolve_slice", "run_prepare", "slice_of"]

@@ -59,8 +59,11 @@ def _safe(s: str) -> str:
 # MEAD
 # ------------------------------------------------------------------------------------------------
 
-MEAD_LAYOUT = "{actor}/video/{view}/{emotion}/level_{1-3}/{clip}.mp4 (optional audio {actor}/audio/{emotion}/level_{n}/{clip}.m4a)"
-_MEAD_RE = re.compile(r"^(?P<actor>[^/]+)/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/(?P<clip>[^/]+)$")
+MEAD_LAYOUT = ("{actor}/video/{view}/{emotion}/level_{1-3}/{clip}.mp4 "
+               "(optional audio {actor}/audio/{emotion}/level_{n}/{clip}.m4a)")
+_MEAD_RE = re.compile(
+    r"^(?P<actor>[^/]+)/video/(?P<view>[^/]+)/(?P<emotion>[^/]+)/level_(?P<level>\d+)/(?P<clip>[^/]+)$"
+)
 
 
 def list_mead(root: Path, cfg) -> list[RawItem]:
@@ -95,7 +98,8 @@ def list_mead(root: Path, cfg) -> list[RawItem]:
 # MAFW (single-label clips)
 # ------------------------------------------------------------------------------------------------
 
-MAFW_LAYOUT = "clips/{name}.mp4 plus a label file (labels=, default labels.txt): lines '{name}[.mp4] {label}' (space, tab or comma)"
+MAFW_LAYOUT = ("clips/{name}.mp4 plus a label file (labels=, default labels.txt): "
+               "lines '{name}[.mp4] {label}' (space, tab or comma)")
 # MAFW's 11 single labels → contract labels; anxiety, helplessness, disappointment have no class (excluded).
 MAFW_MAP = {
     "anger": "angry", "disgust": "disgusted", "contempt": "contempt", "fear": "fear", "happiness": "happy",
@@ -149,7 +153,8 @@ def list_mafw(root: Path, cfg) -> list[RawItem]:
 # Flat or nested folders of talking-head videos (HDTF, CelebV-Text, Acappella, generic)
 # ------------------------------------------------------------------------------------------------
 
-HDTF_LAYOUT = "{Source}_{Name}_{NNN}.mp4 directly under input (e.g. WDA_BarackObama_000.mp4); speaker = name without _NNN"
+HDTF_LAYOUT = ("{Source}_{Name}_{NNN}.mp4 directly under input (e.g. WDA_BarackObama_000.mp4); "
+               "speaker = name without _NNN")
 CELEBV_LAYOUT = "videos under input (any depth), {clip}.mp4; speaker = clip name (identities are not labelled)"
 ACAPPELLA_LAYOUT = "{split}/{language}/{video_id}.mp4 under input (assumed; any depth works); speaker = video id"
 FOLDER_LAYOUT = ("videos under input (any depth); optional labels=CSV with header path,emotion,intensity,speaker "
@@ -195,7 +200,8 @@ def list_folder(root: Path, cfg) -> list[RawItem]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise LayoutError(f"{path}: first line must be a header with at least 'path' (and emotion,intensity,speaker)")
+            raise LayoutError(f"{path}: first line must be a header with at least 'path' "
+                              "(and emotion,intensity,speaker)")
         rows = {}
         for n, row in enumerate(reader, 2):
             emo = (row.get("emotion") or "").strip() or None
@@ -206,7 +212,8 @@ def list_folder(root: Path, cfg) -> list[RawItem]:
     for it in items:
         row = rows.get(Path(it.video).relative_to(root).as_posix())
         if row is None:
-            out.append(RawItem(**{**it.__dict__, "problem": f"missing_label: {Path(it.video).name} has no row in {path}"}))
+            problem = f"missing_label: {Path(it.video).name} has no row in {path}"
+            out.append(RawItem(**{**it.__dict__, "problem": problem}))
             continue
         inten = (row.get("intensity") or "").strip()
         out.append(RawItem(**{**it.__dict__, "emotion": (row.get("emotion") or "").strip() or None,

@@ -21,7 +21,8 @@ class ClipConfig:
 
     min_s: float = field(default=3.0, metadata={"range": (0.5, None)})  # shorter pieces are dropped
     max_s: float = field(default=30.0, metadata={"range": (1.0, None)})  # longer ones are split at a silence
-    scene_threshold: float = field(default=30.0, metadata={"range": (0.0, 255.0)})  # mean |Δgrey| (0..255) of 32² thumbnails
+    # a scene cut: mean |Δgrey| (0..255) of 32² thumbnails above this
+    scene_threshold: float = field(default=30.0, metadata={"range": (0.0, 255.0)})
     silence_db: float = field(default=-40.0, metadata={"range": (-120.0, 0.0)})  # frame RMS (dBFS) below this is silent
     min_silence_s: float = field(default=0.3, metadata={"range": (0.04, None)})  # a silence to split at lasts this long
     chunk_s: float = field(default=60.0, metadata={"range": (1.0, None)})  # long videos are decoded in chunks (memory)
@@ -42,7 +43,7 @@ class DetectorConfig:
 
 @dataclass
 class FilterConfig:
-    """Clip and video rejection rules (method.md §8 item 19); each rejection is a reason in the ledger."""
+    """Clip and video rejection rules (docs/data-preparation.md); each rejection is a reason in the ledger."""
 
     min_face_px: float = field(default=48.0, metadata={"range": (0.0, None)})  # face box side in source pixels
     max_abs_yaw_deg: float = field(default=60.0, metadata={"range": (0.0, 97.5)})  # max |yaw| over the clip
@@ -93,9 +94,11 @@ class PrepareConfig:
     def check(self) -> list[tuple[str, str]]:
         bad = []
         if self.clips.min_s > self.clips.max_s:
-            bad.append(("clips.min_s", f"{self.clips.min_s} > clips.max_s {self.clips.max_s}; lower min_s or raise max_s"))
+            bad.append(("clips.min_s",
+                        f"{self.clips.min_s} > clips.max_s {self.clips.max_s}; lower min_s or raise max_s"))
         if self.clips.chunk_s < self.clips.max_s:
-            bad.append(("clips.chunk_s", f"{self.clips.chunk_s} < clips.max_s {self.clips.max_s}; a clip must fit a chunk"))
+            bad.append(("clips.chunk_s",
+                        f"{self.clips.chunk_s} < clips.max_s {self.clips.max_s}; a clip must fit a chunk"))
         if self.detector.kind == "file" and not self.detector.weights:
             bad.append(("detector.weights", "detector.kind=file needs detector.weights=PATH (a TorchScript detector)"))
         if self.filters.sync and not self.filters.sync_weights:

@@ -48,7 +48,8 @@ def test_mafw_label_mapping_missing_and_unmapped(tmp_path):
 def test_folder_csv_avspeech_hdtf(tmp_path):
     touch(tmp_path / "f", "spk1/a.mp4", "spk2/b.mp4")
     (tmp_path / "f.csv").write_text("path,emotion,intensity,speaker\nspk1/a.mp4,sad,2,alice\n")
-    items = list_items(make_cfg(dataset="folder", input=tmp_path / "f", output=tmp_path / "o", labels=str(tmp_path / "f.csv")))
+    cfg = make_cfg(dataset="folder", input=tmp_path / "f", output=tmp_path / "o", labels=str(tmp_path / "f.csv"))
+    items = list_items(cfg)
     assert (items[0].emotion, items[0].intensity, items[0].speaker_id) == ("sad", 2.0, "alice")
     assert items[1].problem.startswith("missing_label")
     touch(tmp_path / "av", "abc.mp4")
@@ -60,8 +61,8 @@ def test_folder_csv_avspeech_hdtf(tmp_path):
     with pytest.raises(LayoutError, match=r"avspeech_train.csv:1: expected 'youtube_id,start,end,x,y'"):
         list_items(make_cfg(dataset="avspeech", input=tmp_path / "av", output=tmp_path / "o"))
     touch(tmp_path / "h", "WDA_BarackObama_000.mp4", "RD_Radio1_001.mp4")
-    assert [i.speaker_id for i in list_items(make_cfg(dataset="hdtf", input=tmp_path / "h", output=tmp_path / "o"))] == [
-        "RD_Radio1", "WDA_BarackObama"]
+    hdtf = list_items(make_cfg(dataset="hdtf", input=tmp_path / "h", output=tmp_path / "o"))
+    assert [i.speaker_id for i in hdtf] == ["RD_Radio1", "WDA_BarackObama"]
     with pytest.raises(LayoutError, match="is not a directory; expected layout"):
         list_items(make_cfg(dataset="celebvtext", input=tmp_path / "missing", output=tmp_path))
     (tmp_path / "empty").mkdir()
@@ -108,10 +109,10 @@ def test_ledger_torn_tail_and_resume_state(tmp_path):
 
 
 def test_slice_lock_refuses_a_second_writer(tmp_path):
-    from datamodules.prepare.pipeline import _lock_slice
+    from datamodules.prepare.slices import lock_slice
 
-    lock = _lock_slice(tmp_path)
+    lock = lock_slice(tmp_path)
     with pytest.raises(ValueError, match="another prepare process is writing this slice"):
-        _lock_slice(tmp_path)
+        lock_slice(tmp_path)
     lock.close()
-    _lock_slice(tmp_path).close()
+    lock_slice(tmp_path).close()

@@ -130,7 +130,8 @@ def test_crash_then_resume_equals_uninterrupted(reference, mead_tree, tmp_path):
     root, _ = mead_tree
     cfg = make_cfg(input=root, output=tmp_path / "out", maxcount=2)
     with pytest.raises(Crash):
-        run_prepare(cfg, extractor=CrashingExtractor(crash_on_call=7))  # 2 calls per clip; 3 clips written: shard 0 closed, shard 1 open
+        # 2 calls per clip; 3 clips written: shard 0 closed, shard 1 open
+        run_prepare(cfg, extractor=CrashingExtractor(crash_on_call=7))
     sdir = tmp_path / "out" / "slices" / "s000"
     assert sorted(p.name for p in sdir.glob("*.tar")) == ["mead-s000-p000-000000.tar", "mead-s000-p000-000001.tar"]
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -172,7 +173,7 @@ def _cli(*args: str) -> list[str]:
 
 def test_real_face_model_on_random_weights(mead_tree, tmp_path):
     """The production extractor path: load_face_model (tiny random weights in the public file layout)."""
-    from datamodules.prepare.pipeline import load_extractor
+    from datamodules.prepare.motion import load_extractor
     from models.liveportrait.testing import write_random_weights
 
     root, _ = mead_tree
@@ -190,7 +191,7 @@ def test_real_face_model_on_random_weights(mead_tree, tmp_path):
 @pytest.mark.slow
 def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp_path):
     """SIGKILL a real `playmate prepare` (LivePortrait FaceModel, tiny random weights) mid-run, rerun, compare."""
-    from datamodules.prepare.pipeline import load_extractor
+    from datamodules.prepare.motion import load_extractor
     from models.liveportrait.testing import write_random_weights
 
     root, _ = mead_tree
@@ -227,7 +228,8 @@ def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp
 def test_cli_errors_exit_2(tmp_path, capsys):
     from pl_modules.cli import main
 
-    base = ["prepare", str(ROOT / "configs" / "prepare.yaml"), "dataset=mead", f"input={tmp_path}", f"output={tmp_path}/o"]
+    base = ["prepare", str(ROOT / "configs" / "prepare.yaml"), "dataset=mead", f"input={tmp_path}",
+            f"output={tmp_path}/o"]
     assert main([*base, "clips.max_len=3"]) == 2
     assert "did you mean 'clips.max_s'" in capsys.readouterr().err
     (tmp_path / "M003" / "video" / "front").mkdir(parents=True)
@@ -263,7 +265,7 @@ def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
 
 def test_avspeech_segment_annotation_box_and_audio_offset(tmp_path):
     """A CSV segment [1.0, 5.0] s of a 6 s video: 100 frames starting at t = 1 s, audio cut at the same instant."""
-    from datamodules.prepare import steps
+    from datamodules.prepare.media import decode_audio, resample_audio, to_int16
 
     raw = tmp_path / "raw"
     video = write_video(raw / "yt0.mp4", seconds=6.0, seed=3)
@@ -277,6 +279,6 @@ def test_avspeech_segment_annotation_box_and_audio_offset(tmp_path):
     cx = (meta["face_box"][0] + meta["face_box"][2]) / 2
     cy = (meta["face_box"][1] + meta["face_box"][3]) / 2
     assert (cx, cy) == pytest.approx((64.0, 0.45 * 128))
-    x, rate, a0 = steps.decode_audio(video)
-    ref = steps.to_int16(steps.resample_audio(x, rate))[16000 : 16000 + 100 * 640]
+    x, rate, a0 = decode_audio(video)
+    ref = to_int16(resample_audio(x, rate))[16000 : 16000 + 100 * 640]
     np.testing.assert_array_equal(s["wav"], ref)
