@@ -8,14 +8,11 @@ Prints one table; the figures go to benchmarks/RESULTS.md with the machine they 
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 
 
 def windows_per_s(ds: Path, workers: int, audio_source: str, seconds: float) -> float:

@@ -22,7 +22,7 @@ from metrics.csim import IResNet  # noqa: E402
 from metrics.frechet import frechet_distance  # noqa: E402
 from metrics.fvd import InceptionI3d  # noqa: E402
 from metrics.motion import MotionMetrics  # noqa: E402
-from metrics.sync import SyncNet, sync_scores  # noqa: E402
+from models.syncnet import SyncNet, sync_scores  # noqa: E402
 
 
 def _timed(fn, repeats: int = 1) -> float:

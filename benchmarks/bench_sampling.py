@@ -3,11 +3,11 @@
     python benchmarks/bench_sampling.py [--preset S] [--seconds 8] [--steps 50] [--threads 1 2] [--quick]
 
 The DiT (random weights: speed does not depend on training) with an emotion controller attached
-samples `--seconds` of motion window by window (`generate_windowed`, T = 100 + Tp = 25 context
-frames) with DDIM and nested CFG (3 passes per step, batched into one forward), as `playmate
-generate --emotion` does; a row with audio-only CFG (2 passes) is printed for comparison. Audio
-features are random tensors of the wav2vec2-base shape (L 12, C 768): the frozen audio encoder is
-not timed. CPU rows per intra-op thread count; CUDA rows (fp32 and bf16 autocast) when a GPU is there.
+samples `--seconds` of motion through `MotionGenerator` (the path of `playmate generate`: window by
+window, T = 100 + Tp = 25 context frames) with DDIM and nested CFG (3 passes per step, batched into
+one forward), as `playmate generate --emotion` does; a row with audio-only CFG (2 passes) is printed
+for comparison. Audio features are random tensors of the wav2vec2-base shape (L 12, C 768), given
+as precomputed features: the frozen audio encoder is not timed. CPU rows per intra-op thread count; CUDA rows (fp32 and bf16 autocast) when a GPU is there.
 """
 
 from __future__ import annotations
@@ -22,38 +22,42 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.diffusion import DiffusionConfig, NoiseSchedule, generate_windowed  # noqa: E402
-from models.dit import MotionDiT, MotionDiTConfig, count_parameters  # noqa: E402
-from models.emotion import EmotionControllerConfig, build_emotion_controller  # noqa: E402
+from configs.loader import load_experiment  # noqa: E402
+from models.dit import MotionDiT, count_parameters  # noqa: E402
+from models.emotion import build_emotion_controller  # noqa: E402
+from models.motion import MotionStats  # noqa: E402
+from pl_modules.inference.generator import MotionGenerator  # noqa: E402
+from pl_modules.inference.inputs import Reference  # noqa: E402
 
 
-def build(preset: str, layers: int, dim: int, device: str) -> MotionDiT:
+def build(preset: str, layers: int, dim: int, device: str) -> MotionGenerator:
+    """A stage-two generator with random weights for features of shape (L, C) = (layers, dim)."""
+    cfg = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "stage1.yaml",
+                          [f"model={preset}", "data.train_shards=[x]", "data.audio_source=precomputed"])
+    cfg.model.audio_layers, cfg.model.audio_dim = layers, dim
     torch.manual_seed(0)
-    model = MotionDiT(MotionDiTConfig(preset=preset, audio_layers=layers, audio_dim=dim))
-    model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(), model.config))
-    return model.eval().to(device)
+    model = MotionDiT(cfg.model)
+    model.attach_emotion_controller(build_emotion_controller(cfg.emotion, model.config))
+    return MotionGenerator(model.eval(), MotionStats.identity(), cfg, encoder=None).to(device)
 
 
-def run_once(model: MotionDiT, seconds: float, steps: int, nested: bool, device: str, dtype: torch.dtype | None,
+def run_once(gen: MotionGenerator, seconds: float, steps: int, nested: bool, device: str, dtype: torch.dtype | None,
              layers: int, dim: int) -> float:
     """Wall seconds to sample `seconds` of motion."""
     n = round(seconds * 25)
-    g = torch.Generator(device).manual_seed(0)
-    audio = torch.randn(1, n, layers, dim, device=device, generator=g)  # (1, N, L, C)
-    id_feat = torch.randn(1, 133, device=device, generator=g)
-    emotion = torch.tensor([5], device=device) if nested else None
-    schedule = NoiseSchedule.from_config(DiffusionConfig())
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(n, layers, dim, generator=g)  # (N, L, C) precomputed features
+    ref = Reference(torch.cat([torch.zeros(69), torch.ones(1)]), torch.randn(21, 3, generator=g))
     autocast = torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    c = model.config
     if device == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     with autocast:
-        out = generate_windowed(model, schedule, audio, id_feat, c.t_window, c.tp, n, emotion=emotion,
-                                steps=steps, w_a=1.5, w_e=1.5 if nested else None, generator=g)
+        out = gen.generate(torch.zeros(n * 640), ref, seed=0, emotion="happy" if nested else None, steps=steps,
+                           audio_feats=feats)
     if device == "cuda":
         torch.cuda.synchronize()
-    assert out.shape == (1, n, 70) and torch.isfinite(out.float()).all()
+    assert out.shape == (n, 70) and torch.isfinite(out.float()).all()
     return time.perf_counter() - t0
 
 
@@ -76,17 +80,17 @@ def main() -> None:
     for device, threads, dtype in targets:
         if threads is not None:
             torch.set_num_threads(threads)
-        model = build(args.preset, layers, dim, device)
+        gen = build(args.preset, layers, dim, device)
         for nested in (True, False):
-            run_once(model, min(args.seconds, 4.0), 2, nested, device, dtype, layers, dim)  # warm-up
-            wall = min(run_once(model, args.seconds, args.steps, nested, device, dtype, layers, dim)
+            run_once(gen, min(args.seconds, 4.0), 2, nested, device, dtype, layers, dim)  # warm-up
+            wall = min(run_once(gen, args.seconds, args.steps, nested, device, dtype, layers, dim)
                        for _ in range(args.repeats))
             passes = 3 if nested else 2
-            forwards = -(-round(args.seconds * 25) // model.config.t_window) * args.steps
+            forwards = -(-round(args.seconds * 25) // gen.model.config.t_window) * args.steps
             rows.append((device, threads or "-", "bf16" if dtype else "fp32",
                          "nested (3)" if nested else "audio (2)", wall, args.seconds / wall, 1000 * wall / forwards,
                          passes))
-    params = count_parameters(build(args.preset, layers, dim, "cpu"))
+    params = count_parameters(build(args.preset, layers, dim, "cpu").model)
     print(f"\npreset {args.preset} + emotion controller ({params / 1e6:.1f} M params), {args.seconds:g} s of audio "
           f"({round(args.seconds * 25)} frames), DDIM {args.steps} steps, torch {torch.__version__}")
     print(f"{'device':6} {'threads':>7} {'dtype':5} {'CFG (passes)':12} {'wall s':>8} {'motion s / s':>12} "

@@ -18,12 +18,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from configs.loader import load_config
-from configs.schema import ExperimentConfig
+from configs.loader import load_experiment
 from models.motion import MotionStats
 from pl_modules.callbacks import peak_flops
 from pl_modules.module import MotionDiffusionModule
-from pl_modules.train import resolve
 
 
 def make_batch(b: int, tp: int = 25, t: int = 100) -> dict:
@@ -59,8 +57,8 @@ class Timer(pl.Callback):
 
 
 def module_for(preset: str, device: str) -> MotionDiffusionModule:
-    cfg = resolve(load_config(ExperimentConfig, "configs/stage1.yaml",
-                              [f"model={preset}", "data.train_shards=[x]", "optim.warmup_steps=0"]))
+    cfg = load_experiment("configs/stage1.yaml",
+                              [f"model={preset}", "data.train_shards=[x]", "optim.warmup_steps=0"])
     m = MotionDiffusionModule(cfg, MotionStats.identity())
     m.configure_model()
     return m

@@ -1,6 +1,8 @@
 """One function loads every config: schema ← group files ← YAML ← command-line ``key=value``.
 
-    cfg = load_config(ExperimentConfig, "configs/stage1.yaml", ["model=tiny", "optim.lr=3e-4"])
+    cfg = load_experiment("configs/stage1.yaml", ["model=tiny", "optim.lr=3e-4"])   # training
+    cfg = load_config(PrepareConfig, "configs/prepare.yaml", ["dataset=mead", ...])   # any schema
+    cfg = experiment_from_dict(checkpoint_config, source="runs/x/last.ckpt")         # re-typed
 
 - A YAML may start with a ``defaults:`` mapping selecting one file per group directory next to it,
   e.g. ``defaults: {model: B, data: synthetic, trainer: gpu, logger: wandb}`` loads
@@ -27,6 +29,8 @@ from omegaconf.errors import (
     OmegaConfBaseException,
     ValidationError,
 )
+
+from configs.schema import ExperimentConfig
 
 T = TypeVar("T")
 
@@ -72,6 +76,41 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
     if callable(check):
         for key, message in check():
             raise ConfigError(f"{key}: {message}")
+    return obj  # type: ignore[return-value]
+
+
+def load_experiment(yaml_path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The training config, validated and resolved: the DiT's audio input (L, C) follows the encoder."""
+    return resolve(load_config(ExperimentConfig, yaml_path, overrides))
+
+
+def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Derived values: model.audio_layers / audio_dim from the configured audio encoder (wav2vec2 reads
+    its config.json only). A wav2vec2 directory that is not there is one line naming the key."""
+    from models.audio import audio_feature_shape
+
+    try:
+        cfg.model.audio_layers, cfg.model.audio_dim = audio_feature_shape(cfg.audio)
+    except FileNotFoundError as e:
+        raise ConfigPathError(str(e)) from None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return cfg
+
+
+def experiment_from_dict(d: dict[str, Any], source: str) -> ExperimentConfig:
+    """A stored config (checkpoint hyper-parameters, an export's config.yaml) as a typed ExperimentConfig.
+
+    Validated like a loaded one but not re-resolved: the stored model section already holds the
+    audio shape the weights were trained with.
+    """
+    base = OmegaConf.structured(ExperimentConfig)
+    try:
+        obj = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.create(d)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{source}: stored config does not match this version's schema: {_one_line(e, base)}") from None
+    except ValueError as e:
+        raise ConfigError(f"{source}: stored config is invalid: {e}") from None
     return obj  # type: ignore[return-value]
 
 

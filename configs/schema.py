@@ -12,7 +12,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from metrics.evaluation import EvaluationConfig
+from configs.evaluation import METRICS, EvaluationConfig  # noqa: F401  (part of the schema)
 from models.audio import AudioEncoderConfig
 from models.diffusion import DiffusionConfig
 from models.dit import MotionDiTConfig
@@ -101,13 +101,6 @@ class Stage2Config:
 
 
 @dataclass
-class EvalConfig(EvaluationConfig):
-    """Evaluation during training: `metrics.evaluation.EvaluationConfig` plus how often (0 = never)."""
-
-    every_n_steps: int = field(default=0, metadata={"range": (0, None)})
-
-
-@dataclass
 class ExperimentConfig:
     """Everything `playmate train` needs; stage one and stage two differ only by values."""
 
@@ -126,7 +119,7 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    eval: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def check(self) -> list[tuple[str, str]]:
         """Cross-field rules, as (key, message-with-fix) pairs."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -75,3 +76,16 @@ class FID(FeatureNetHolder, FrechetInceptionDistance):
             "n_real": counts[0],
             "n_fake": counts[1],
         }
+
+
+class ResizedFeatures(nn.Module):
+    """uint8 (N, 3, H, W) → resize to size×size, [−1, 1] → net → (N, D): an injected FID feature network."""
+
+    def __init__(self, net: nn.Module, size: int, num_features: int, weights_note: str) -> None:
+        super().__init__()
+        self.net, self.size, self.num_features, self.weights_note = net, size, num_features, weights_note
+        self.resize_mode = f"bilinear antialias to {size}x{size}, x/127.5-1"
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return self.net(x / 127.5 - 1.0).double()  # (N, D)

@@ -19,7 +19,6 @@ C channels · F frequency bins · M mel bands.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.clock import SAMPLE_RATE, SAMPLES_PER_FRAME
+from models.weights import WeightsError, check_keys
 
 HOP = SAMPLES_PER_FRAME  # the log-mel hop: one STFT frame per video frame
 WAV2VEC2_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -183,12 +183,31 @@ def _wav2vec2_dir(cfg: AudioEncoderConfig) -> Path:
     return d
 
 
+# Weights a public wav2vec2 file may carry besides the encoder (CTC / pre-training heads), and encoder
+# weights a file may lack because a frozen encoder never uses them (SpecAugment's mask embedding).
+WAV2VEC2_HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.", "dropout_features")
+WAV2VEC2_UNUSED = ("masked_spec_embed",)
+
+
 def load_wav2vec2(cfg: AudioEncoderConfig) -> Wav2Vec2Encoder:
-    """Load the frozen wav2vec2 encoder from `cfg.wav2vec2_path` (local files only; never downloads)."""
+    """Load the frozen wav2vec2 encoder from `cfg.wav2vec2_path` (local files only; never downloads).
+
+    transformers reads the files; its loading report goes through `models.weights.check_keys`, so
+    an encoder weight the file lacks (which transformers would leave randomly initialised) or a
+    shape mismatch is an error naming the keys, as for every other network.
+    """
     from transformers import Wav2Vec2Model
 
     d = _wav2vec2_dir(cfg)
-    model = Wav2Vec2Model.from_pretrained(str(d), local_files_only=True)
+    try:
+        model, info = Wav2Vec2Model.from_pretrained(str(d), local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"audio.wav2vec2_path: cannot load {d} ({type(e).__name__}: {e})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(WAV2VEC2_UNUSED)]
+    unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(WAV2VEC2_HEAD_PREFIXES)]
+    shapes = [str(m) for m in info.get("mismatched_keys", [])]
+    check_keys(f"audio.wav2vec2_path: {d}", missing, unexpected, shapes,
+               "HINT: point audio.wav2vec2_path at a wav2vec2-base directory saved with save_pretrained")
     pre = d / "preprocessor_config.json"
     normalize = bool(json.loads(pre.read_text()).get("do_normalize", True)) if pre.is_file() else True
     return Wav2Vec2Encoder(model, normalize=normalize)
@@ -227,3 +246,23 @@ def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
         raise ValueError(f"audio.name {name!r} is not one of ['mel', 'wav2vec2']")
     return enc.eval().requires_grad_(False)
 
+
+
+# The audio of a long clip is encoded in chunks of this many frames, each with MARGIN frames of audio
+# context either side (cut off afterwards), so memory stays bounded for arbitrarily long audio. A clip
+# of at most one chunk is encoded whole, exactly as in training.
+ENCODER_CHUNK_FRAMES = 1500  # 60 s
+ENCODER_MARGIN_FRAMES = 25  # 1 s
+
+
+@torch.no_grad()
+def encode_chunked(encoder: nn.Module, wav: Tensor, num_frames: int,
+                   chunk: int = ENCODER_CHUNK_FRAMES, margin: int = ENCODER_MARGIN_FRAMES) -> Tensor:
+    """Float audio (B, S) in [−1, 1] at 16 kHz → features (B, num_frames, L, C), encoded chunk by chunk."""
+    hop, out = SAMPLES_PER_FRAME, []
+    for start in range(0, num_frames, chunk):
+        stop = min(start + chunk, num_frames)
+        lo, hi = max(0, start - margin), min(num_frames, stop + margin)
+        feats = encoder(wav[:, lo * hop : hi * hop], hi - lo)  # (B, hi − lo, L, C)
+        out.append(feats[:, start - lo : stop - lo].float())  # (B, stop − start, L, C)
+    return torch.cat(out, dim=1)  # (B, N, L, C)

@@ -86,6 +86,37 @@ class TrunkOutput(NamedTuple):
     t_emb: Tensor  # (B, D) T-Proj(t), the timestep embedding the emotion controller also uses
 
 
+@dataclass
+class Condition:
+    """Everything the ε-predictor is conditioned on besides x_t and t, batched along B."""
+
+    audio: Tensor  # (B, Tp + T, L, C) encoder features of context + window, or (B, T, L, C) if context is None
+    id_feat: Tensor  # (B, 133) from `make_id_feat`
+    context: Tensor | None = None  # (B, Tp, 70) clean normalised previous frames; None ⇒ start token
+    emotion: Tensor | None = None  # (B,) long in [0, 8] (8 = null); only with an emotion controller
+
+    def repeat(self, k: int) -> Condition:
+        """k copies stacked along the batch axis (the passes of classifier-free guidance): (B, …) → (k·B, …)."""
+        cat = (lambda v: None if v is None else torch.cat([v] * k))  # noqa: E731
+        return Condition(cat(self.audio), cat(self.id_feat), cat(self.context), cat(self.emotion))
+
+
+@dataclass
+class Drops:
+    """Per-sample condition drops and training-time augmentation (in the spirit of DiT's force_drop_ids).
+
+    A mask (B,) bool forces the drop where True. Left None, a drop is drawn at random with the
+    config's probability when augmenting, else nothing is dropped; a forced `context` mask is
+    OR-ed with the random start-token draw. A stage-two model always drops the reference
+    expression unless `ref_exp` says otherwise.
+    """
+
+    audio: Tensor | None = None  # True ⇒ f_a → the learned null audio (CFG)
+    context: Tensor | None = None  # True ⇒ the context → the learned start token (e.g. clips cut at frame 0)
+    ref_exp: Tensor | None = None  # True ⇒ the reference expression in f_id → the learned null
+    augment: bool | None = None  # random drops and context noise; None ⇒ the module's training mode
+
+
 def make_id_feat(kp_canonical: Tensor, ref_motion: Tensor) -> Tensor:
     """f_id = [x_c (21, 3) flattened | normalised reference motion (70)]: (B, 21, 3), (B, 70) → (B, 133)."""
     kp = rearrange(kp_canonical, "b k c -> b (k c)")  # (B, 63)
@@ -173,38 +204,30 @@ class MotionDiT(nn.Module):
     # Forward
     # --------------------------------------------------------------------------------------------
 
-    def _masks(self, batch: int, device, context, audio_drop, context_drop, augment) -> tuple[Tensor, Tensor]:
-        """Per-sample (B,) bool masks: audio dropped to null; context replaced by the start token."""
-        c = self.config
-        if audio_drop is None:
-            audio_drop = torch.rand(batch, device=device) < c.audio_dropout_prob if augment else None
-        if audio_drop is None:
-            audio_drop = torch.zeros(batch, dtype=torch.bool, device=device)
-        if context is None:  # first window: nothing to condition on
-            return audio_drop.to(device=device, dtype=torch.bool), torch.ones(
-                batch, dtype=torch.bool, device=device
-            )
-        use_start = torch.zeros(batch, dtype=torch.bool, device=device)
-        if context_drop is not None:  # samples that must use it (e.g. clips cut at their first frame)
-            use_start = context_drop.to(device=device, dtype=torch.bool)
-        if augment:  # plus start_token_prob of all samples (how the first window is learnt)
-            use_start = use_start | (torch.rand(batch, device=device) < c.start_token_prob)
-        return audio_drop.to(device=device, dtype=torch.bool), use_start
+    def _masks(
+        self, b: int, device: torch.device, has_context: bool, drops: Drops, augment: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-sample (B,) bool masks: audio → null; context → start token; reference expression → null."""
+        c, no = self.config, torch.zeros(b, dtype=torch.bool, device=device)
+        rand = (lambda p: torch.rand(b, device=device) < p) if augment else (lambda p: no)  # noqa: E731
+        audio = rand(c.audio_dropout_prob) if drops.audio is None else drops.audio.to(device, torch.bool)
+        if not has_context:  # first window: nothing to condition on
+            start = torch.ones(b, dtype=torch.bool, device=device)
+        else:  # forced drops (clips cut at their first frame) plus start_token_prob of all samples
+            forced = no if drops.context is None else drops.context.to(device, torch.bool)
+            start = forced | rand(c.start_token_prob)
+        if drops.ref_exp is not None:
+            ref = drops.ref_exp.to(device, torch.bool)
+        elif self.drops_reference_expression():
+            ref = torch.ones(b, dtype=torch.bool, device=device)
+        else:
+            ref = rand(c.ref_exp_drop_prob)
+        return audio, start, ref
 
     def drops_reference_expression(self) -> bool:
         """A stage-two model never reads the reference expression: the requested label sets the emotion."""
         ctrl = self.emotion_controller
         return ctrl is not None and getattr(ctrl.config, "drop_reference_expression", False)
-
-    def _ref_drop_mask(self, batch: int, device, ref_drop: Tensor | None, augment: bool) -> Tensor:
-        """(B,) bool: True ⇒ the reference expression in f_id is replaced by the learned null."""
-        if ref_drop is not None:
-            return ref_drop.to(device=device, dtype=torch.bool)
-        if self.drops_reference_expression():
-            return torch.ones(batch, dtype=torch.bool, device=device)
-        if augment:
-            return torch.rand(batch, device=device) < self.config.ref_exp_drop_prob
-        return torch.zeros(batch, dtype=torch.bool, device=device)
 
     def _id_feat(self, id_feat: Tensor, drop_ref: Tensor) -> Tensor:
         """f_id (B, 133) with the reference expression replaced by the learned null where drop_ref (B,)."""
@@ -213,68 +236,65 @@ class MotionDiT(nn.Module):
         head, tail = id_feat[:, : REF_EXP.start], id_feat[:, REF_EXP.stop :]  # x_c (B, 63), ref pose (B, 7)
         return torch.cat([head, ref_exp, tail], dim=-1)  # (B, 133)
 
-    def trunk(
-        self,
-        x_t: Tensor,
-        t: Tensor,
-        audio: Tensor,
-        id_feat: Tensor,
-        context: Tensor | None = None,
-        audio_drop: Tensor | None = None,
-        context_drop: Tensor | None = None,
-        augment: bool | None = None,
-        ref_drop: Tensor | None = None,
-    ) -> TrunkOutput:
-        """Projections + Conformer. Shapes as in `forward`; returns hidden (B, T, D), t_emb (B, D)."""
-        c = self.config
-        b, n, _ = x_t.shape
-        augment = self.training if augment is None else augment
-        self._check_shapes(x_t, t, audio, id_feat, context)
-        dtype, device = self.m_proj.weight.dtype, x_t.device
-        audio_drop, use_start = self._masks(b, device, context, audio_drop, context_drop, augment)
-        start = use_start[:, None, None]  # (B, 1, 1)
-
-        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id).
-        t_emb = self.t_proj(t)  # (B, D)
-        drop_ref = self._ref_drop_mask(b, device, ref_drop, augment)  # (B,)
-        cond = t_emb + self.id_proj(self._id_feat(id_feat.to(dtype), drop_ref))  # (B, D)
-
-        # Motion tokens: [context | noisy window]; context noise-augmented, or the start token.
+    def _motion_tokens(self, x_t: Tensor, context: Tensor | None, start: Tensor, augment: bool) -> Tensor:
+        """M-Proj of [context | noisy window]: context noise-augmented, or the start token: (B, S, D)."""
+        c, b, dtype = self.config, x_t.shape[0], self.m_proj.weight.dtype
         if context is None:
             ctx_tokens = self.start_motion.to(dtype).expand(b, -1, -1)  # (B, Tp, D)
         else:
             context = context.to(dtype)
             if augment:
-                sigma = torch.rand(b, 1, 1, device=device, dtype=dtype) * c.context_noise_max  # (B, 1, 1)
+                sigma = torch.rand(b, 1, 1, device=x_t.device, dtype=dtype) * c.context_noise_max  # (B, 1, 1)
                 context = context + sigma * torch.randn_like(context)
             elif c.context_noise_eval > 0:
                 context = context + c.context_noise_eval * torch.randn_like(context)
-            ctx_tokens = torch.where(start, self.start_motion.to(dtype), self.m_proj(context))  # (B, Tp, D)
-        h = torch.cat([ctx_tokens, self.m_proj(x_t.to(dtype))], dim=1)  # (B, S, D)
+            ctx_tokens = torch.where(start[:, None, None], self.start_motion.to(dtype), self.m_proj(context))
+        return torch.cat([ctx_tokens, self.m_proj(x_t.to(dtype))], dim=1)  # (B, S, D)
 
-        # Audio tokens. Start-token samples see no context audio, exactly as the first window at
-        # inference: their context frames are the first window frame repeated (what the ±2-frame
-        # stacking's edge padding would give) and are masked out of the aligner's attention.
+    def _audio_tokens(self, audio: Tensor, n: int, start: Tensor, drop: Tensor, may_start: bool) -> Tensor:
+        """A-Proj of the aligned audio of context + window: (B, S|T, L, C) → (B, S, D).
+
+        Start-token samples see no context audio, exactly as the first window at inference: their
+        context frames are the first window frame repeated (what the ±2-frame stacking's edge
+        padding would give) and are masked out of the aligner's attention.
+        """
+        c, dtype = self.config, self.m_proj.weight.dtype
+        b, tp = audio.shape[0], c.tp
         if audio.shape[1] == n:  # (B, T, L, C): first window, nothing before it
-            audio = torch.cat([audio[:, :1].expand(-1, c.tp, -1, -1), audio], dim=1)  # (B, S, L, C)
+            audio = torch.cat([audio[:, :1].expand(-1, tp, -1, -1), audio], dim=1)  # (B, S, L, C)
         key_mask = None
-        if context is None or augment or context_drop is not None:  # some samples may use the start token
-            edge = audio[:, c.tp : c.tp + 1].expand(-1, c.tp, -1, -1)  # (B, Tp, L, C)
-            ctx_audio = torch.where(use_start[:, None, None, None], edge, audio[:, : c.tp])  # (B, Tp, L, C)
-            audio = torch.cat([ctx_audio, audio[:, c.tp :]], dim=1)  # (B, S, L, C)
-            key_mask = torch.ones(b, c.tp + n, dtype=torch.bool, device=device)  # (B, S)
-            key_mask[:, : c.tp] = ~use_start[:, None]
+        if may_start:
+            edge = audio[:, tp : tp + 1].expand(-1, tp, -1, -1)  # (B, Tp, L, C)
+            ctx_audio = torch.where(start[:, None, None, None], edge, audio[:, :tp])  # (B, Tp, L, C)
+            audio = torch.cat([ctx_audio, audio[:, tp:]], dim=1)  # (B, S, L, C)
+            key_mask = torch.ones(b, audio.shape[1], dtype=torch.bool, device=audio.device)  # (B, S)
+            key_mask[:, :tp] = ~start[:, None]
         f_a = self.audio_aligner(audio, key_mask)  # (B, S, D)
-        f_a = torch.where(audio_drop[:, None, None], self.null_audio.to(dtype), f_a)  # (B, S, D)
+        f_a = torch.where(drop[:, None, None], self.null_audio.to(dtype), f_a)  # (B, S, D)
         a_tokens = self.a_proj(f_a)  # (B, S, D)
-        a_ctx = torch.where(start, self.start_audio.to(dtype), a_tokens[:, : c.tp])  # (B, Tp, D)
-        a_tokens = torch.cat([a_ctx, a_tokens[:, c.tp :]], dim=1)  # (B, S, D)
+        a_ctx = torch.where(start[:, None, None], self.start_audio.to(dtype), a_tokens[:, :tp])  # (B, Tp, D)
+        return torch.cat([a_ctx, a_tokens[:, tp:]], dim=1)  # (B, S, D)
 
-        pos = sinusoidal_embedding(torch.arange(c.tp + n, device=device), c.width).to(dtype)  # (S, D)
-        h = h + a_tokens + pos  # (B, S, D)
+    def trunk(self, x_t: Tensor, t: Tensor, cond: Condition, drops: Drops | None = None) -> TrunkOutput:
+        """Projections + Conformer. Shapes as in `forward`; returns hidden (B, T, D), t_emb (B, D)."""
+        c, drops = self.config, drops or Drops()
+        b, n, _ = x_t.shape
+        augment = self.training if drops.augment is None else drops.augment
+        self._check_shapes(x_t, t, cond)
+        dtype, device = self.m_proj.weight.dtype, x_t.device
+        audio_drop, start, ref_drop = self._masks(b, device, cond.context is not None, drops, augment)
+
+        # Global condition (adaLN): c = T-Proj(t) + ID-Proj(f_id).
+        t_emb = self.t_proj(t)  # (B, D)
+        c_glob = t_emb + self.id_proj(self._id_feat(cond.id_feat.to(dtype), ref_drop))  # (B, D)
+
+        may_start = cond.context is None or augment or drops.context is not None
+        h = self._motion_tokens(x_t, cond.context, start, augment)  # (B, S, D)
+        h = h + self._audio_tokens(cond.audio, n, start, audio_drop, may_start)  # (B, S, D)
+        h = h + sinusoidal_embedding(torch.arange(c.tp + n, device=device), c.width).to(dtype)  # (B, S, D)
         for block in self.blocks:
-            h = block(h, cond)  # (B, S, D)
-        shift, scale = self.final_modulation(cond).chunk(2, dim=-1)  # 2 × (B, D)
+            h = block(h, c_glob)  # (B, S, D)
+        shift, scale = self.final_modulation(c_glob).chunk(2, dim=-1)  # 2 × (B, D)
         h = modulate(self.final_norm(h), shift, scale)  # (B, S, D)
         return TrunkOutput(hidden=h[:, c.tp :], t_emb=t_emb)  # (B, T, D), (B, D)
 
@@ -291,42 +311,17 @@ class MotionDiT(nn.Module):
         exp = self.exp_mlp(hidden)  # (B, T, 63)
         return torch.cat([exp, pose], dim=-1)  # (B, T, 70): layout order exp | pose
 
-    def forward(
-        self,
-        x_t: Tensor,
-        t: Tensor,
-        audio: Tensor,
-        id_feat: Tensor,
-        context: Tensor | None = None,
-        audio_drop: Tensor | None = None,
-        emotion: Tensor | None = None,
-        context_drop: Tensor | None = None,
-        augment: bool | None = None,
-        ref_drop: Tensor | None = None,
-    ) -> Tensor:
-        """Predict ε for the window.
+    def forward(self, x_t: Tensor, t: Tensor, cond: Condition, drops: Drops | None = None) -> Tensor:
+        """Predict ε for the window: x_t (B, T, 70) noisy normalised motion, t (B,) diffusion steps → ε̂ (B, T, 70).
 
-        x_t: (B, T, 70) noisy normalised motion of the window; t: (B,) diffusion steps.
-        audio: (B, Tp + T, L, C) encoder features of context + window frames, or (B, T, L, C)
-            when context is None (first window; the context's audio is then the start token).
-        id_feat: (B, 133) from `make_id_feat`. context: (B, Tp, 70) clean normalised previous
-            frames, or None ⇒ start token for every sample.
-        audio_drop: (B,) bool, True ⇒ null audio (CFG). None ⇒ drawn with audio_dropout_prob when
-            augmenting, else no drop (an explicit mask is used as is, e.g. stage two's 80/10/10).
-            context_drop: (B,) bool, True ⇒ start token for that sample; when augmenting, a further
-            start_token_prob of all samples is drawn on top. emotion: (B,) long, only with a controller.
-        augment: apply training-time randomness (audio/context/reference drops, context noise);
-            defaults to `self.training` (stage two runs the frozen trunk in eval mode with augment=True).
-        ref_drop: (B,) bool, True ⇒ the reference expression of f_id → learned null. None ⇒ all
-            True for a stage-two model (`drops_reference_expression`), else drawn with
-            ref_exp_drop_prob when augmenting, else no drop.
-        Returns ε̂: (B, T, 70), exp (63) then pose (7).
+        `cond` (`Condition`) holds the audio features, f_id, the optional context and emotion label;
+        `drops` (`Drops`) forces or draws the per-sample drops. ε̂ is in the layout order: exp (63), pose (7).
         """
-        out = self.trunk(x_t, t, audio, id_feat, context, audio_drop, context_drop, augment, ref_drop)
-        return self.heads(out.hidden, out.t_emb, emotion)  # (B, T, 70)
+        out = self.trunk(x_t, t, cond, drops)
+        return self.heads(out.hidden, out.t_emb, cond.emotion)  # (B, T, 70)
 
-    def _check_shapes(self, x_t, t, audio, id_feat, context) -> None:
-        c = self.config
+    def _check_shapes(self, x_t: Tensor, t: Tensor, cond: Condition) -> None:
+        c, audio, id_feat, context = self.config, cond.audio, cond.id_feat, cond.context
         if x_t.ndim != 3 or x_t.shape[-1] != MOTION_DIM:
             raise ValueError(f"x_t has shape {tuple(x_t.shape)}, expected (B, T, {MOTION_DIM})")
         b, n, _ = x_t.shape

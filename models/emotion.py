@@ -151,7 +151,7 @@ def stage_two_condition_drop(
     """Per-sample CFG drops: (∅,∅) with p_drop_both, (a,∅) with p_drop_emotion, else (a,e).
 
     emotion (B,) long → (audio_drop (B,) bool, emotion (B,) long with dropped entries = NULL_EMOTION).
-    Pass both to the model (audio_drop overrides its own random audio drop).
+    Give both to the model (`Drops(audio=audio_drop)` forces exactly these audio drops).
     """
     u = torch.rand(emotion.shape, device=emotion.device, generator=generator)  # (B,)
     audio_drop = u < p_drop_both
@@ -163,8 +163,8 @@ def freeze_stage_one(model: nn.Module, train_exp_head: bool = False) -> list[str
     """requires_grad=False on every stage-one parameter; returns the names left trainable.
 
     Trainable: `emotion_controller.*` (and `exp_mlp.*` if train_exp_head). Call before building
-    the optimiser / the DeepSpeed engine (reference/stack.md §2.4), and run the frozen trunk in
-    eval mode with `augment=True` and an explicit `audio_drop` (see `MotionDiT.forward`).
+    the optimiser / the DeepSpeed engine (ZeRO partitions the parameters it is given at build time),
+    and run the frozen trunk in eval mode with `Drops(audio=..., augment=True)` (see `models.dit.Drops`).
     """
     if getattr(model, "emotion_controller", None) is None:
         raise ValueError("freeze_stage_one: attach an emotion controller first (attach_emotion_controller)")

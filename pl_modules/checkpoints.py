@@ -1,7 +1,8 @@
 """Reading training checkpoints in every form we write, and `playmate export`.
 
 Forms: a Lightning checkpoint file (`*.ckpt`), a DeepSpeed checkpoint directory (`*.ckpt/` with
-`checkpoint/`), or an export directory (`model.pt` + `config.yaml` + `stats.json`). All loads use
+`checkpoint/`), or an export directory (`model.pt` + `config.yaml` + `stats.json`). Every form
+reads back as a `Checkpoint` whose config is a typed `ExperimentConfig`. All loads use
 `torch.load(..., weights_only=True)`.
 """
 
@@ -9,22 +10,48 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from configs.loader import ConfigError, ConfigPathError
-from models.dit import MotionDiT, MotionDiTConfig
-from models.emotion import CONTROLLER_PREFIX
+from configs.loader import ConfigError, ConfigPathError, experiment_from_dict, to_container
+from configs.schema import ExperimentConfig
+from models.dit import MotionDiT
+from models.emotion import CONTROLLER_PREFIX, build_emotion_controller
 from models.motion import MotionStats
+from models.weights import load_strict
 
 MODEL_FILE, CONFIG_FILE, STATS_FILE = "model.pt", "config.yaml", "stats.json"
 
 
-def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> dict[str, Any]:
-    """Lightning file or DeepSpeed dir → {"state_dict", "config", "motion_stats", "ema" (or None), "global_step"}."""
+@dataclass
+class Checkpoint:
+    """A trained MotionDiT as stored: fp32 weights (and EMA), its typed config and normalisation stats."""
+
+    state_dict: dict[str, torch.Tensor]  # MotionDiT keys (no "model." prefix), fp32
+    config: ExperimentConfig
+    stats: MotionStats
+    ema: dict[str, torch.Tensor] | None  # EMA of the trainable weights, same keys, or None
+    global_step: int | None
+    source: str
+
+    def weights(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        """The model's fp32 state dict, with EMA values replacing the trained ones when available."""
+        sd = dict(self.state_dict)
+        if use_ema and self.ema:
+            sd.update(self.ema)
+        return sd
+
+    @property
+    def has_emotion_controller(self) -> bool:
+        return any(k.startswith(CONTROLLER_PREFIX) for k in self.state_dict)
+
+
+def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpoint:
+    """Lightning file, DeepSpeed dir or export dir → `Checkpoint`."""
     p = Path(path)
     if not p.exists():
         raise ConfigPathError(f"{config_key}: {p} does not exist (a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
@@ -32,7 +59,7 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> dict[st
         return read_export(p)
     if p.is_dir():
         if not (p / "checkpoint").is_dir():
-            raise ValueError(f"{config_key}: {p} is a directory but neither a DeepSpeed checkpoint nor an export")
+            raise ConfigError(f"{config_key}: {p} is a directory but neither a DeepSpeed checkpoint nor an export")
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -43,23 +70,33 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> dict[st
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     hp = ckpt.get("hyper_parameters", {})
     if "config" not in hp:
-        raise ValueError(f"{config_key}: {p} is not a playmate training checkpoint (no config in hyper_parameters)")
-    ema = None
-    for name, state in ckpt.get("callbacks", {}).items():
-        if name.startswith("EMACallback"):
-            ema = state["shadow"]
-    sd = {k[len("model."):]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return {"state_dict": sd, "config": hp["config"], "motion_stats": ckpt.get("motion_stats", hp.get("motion_stats")),
-            "ema": {k[len("model."):]: v.float() for k, v in ema.items()} if ema else None,
-            "global_step": ckpt.get("global_step")}
+        raise ConfigError(f"{config_key}: {p} is not a playmate training checkpoint (no config in hyper_parameters)")
+    ema = next((state["shadow"] for name, state in ckpt.get("callbacks", {}).items() if name.startswith("EMACallback")),
+               None)
+    strip = len("model.")
+    return Checkpoint(
+        state_dict={k[strip:]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
+        config=experiment_from_dict(hp["config"], str(p)),
+        stats=MotionStats.from_dict(ckpt.get("motion_stats", hp.get("motion_stats"))),
+        ema={k[strip:]: v.float() for k, v in ema.items()} if ema else None,
+        global_step=ckpt.get("global_step"),
+        source=str(p),
+    )
 
 
-def model_weights(ckpt: dict[str, Any], use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """The model's fp32 state dict, with EMA values replacing the trained ones when available."""
-    sd = dict(ckpt["state_dict"])
-    if use_ema and ckpt.get("ema"):
-        sd.update(ckpt["ema"])
-    return sd
+def read_export(d: Path) -> Checkpoint:
+    for f in (MODEL_FILE, CONFIG_FILE, STATS_FILE):
+        if not (d / f).is_file():
+            raise ConfigPathError(f"{d}: export directory lacks {f} (made by `playmate export`?)")
+    stats = json.loads((d / STATS_FILE).read_text())
+    return Checkpoint(
+        state_dict=torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True),
+        config=experiment_from_dict(yaml.safe_load((d / CONFIG_FILE).read_text()), str(d / CONFIG_FILE)),
+        stats=MotionStats.from_dict(stats),
+        ema=None,
+        global_step=stats.get("global_step"),
+        source=str(d),
+    )
 
 
 def export(src: str | Path, out: str | Path, use_ema: bool = True) -> Path:
@@ -67,50 +104,28 @@ def export(src: str | Path, out: str | Path, use_ema: bool = True) -> Path:
     ckpt = read_checkpoint(src, "export source")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(model_weights(ckpt, use_ema), out / MODEL_FILE)
-    (out / CONFIG_FILE).write_text(yaml.safe_dump(ckpt["config"], sort_keys=False))
-    (out / STATS_FILE).write_text(json.dumps({**ckpt["motion_stats"], "global_step": ckpt["global_step"],
-                                              "ema": bool(use_ema and ckpt.get("ema"))}, indent=1))
+    torch.save(ckpt.weights(use_ema), out / MODEL_FILE)
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(to_container(ckpt.config), sort_keys=False))
+    stats: dict[str, Any] = {**ckpt.stats.to_dict(), "global_step": ckpt.global_step, "ema": bool(use_ema and ckpt.ema)}
+    (out / STATS_FILE).write_text(json.dumps(stats, indent=1))
     return out
 
 
-def read_export(d: Path) -> dict[str, Any]:
-    for f in (MODEL_FILE, CONFIG_FILE, STATS_FILE):
-        if not (d / f).is_file():
-            raise FileNotFoundError(f"{d}: export directory lacks {f} (made by `playmate export`?)")
-    stats = json.loads((d / STATS_FILE).read_text())
-    return {"state_dict": torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True),
-            "config": yaml.safe_load((d / CONFIG_FILE).read_text()), "motion_stats": stats,
-            "ema": None, "global_step": stats.get("global_step")}
+def build_model(ckpt: Checkpoint, use_ema: bool = True) -> MotionDiT:
+    """The checkpoint's MotionDiT (with its emotion controller if trained), weights loaded strictly, eval mode."""
+    cfg = ckpt.config
+    model = MotionDiT(cfg.model)
+    if ckpt.has_emotion_controller:
+        model.attach_emotion_controller(build_emotion_controller(cfg.emotion, model.config))
+    hint = "HINT: check that model.preset and the audio encoder match the checkpoint's"
+    load_strict(model, ckpt.weights(use_ema), ckpt.source, hint=hint)
+    return model.eval()
 
 
-def load_motion_model(path: str | Path, use_ema: bool = True) -> tuple[MotionDiT, dict[str, Any], MotionStats]:
-    """Any checkpoint form → (MotionDiT in eval mode with its emotion controller if trained, config, stats)."""
-    from models.emotion import EmotionControllerConfig, build_emotion_controller
-
+def load_motion_model(path: str | Path, use_ema: bool = True) -> tuple[MotionDiT, ExperimentConfig, MotionStats]:
+    """Any checkpoint form → (MotionDiT in eval mode, its typed config, its normalisation stats)."""
     ckpt = read_checkpoint(path)
-    cfg = ckpt["config"]
-    model = MotionDiT(MotionDiTConfig(**cfg["model"]))
-    sd = model_weights(ckpt, use_ema)
-    if any(k.startswith(CONTROLLER_PREFIX) for k in sd):
-        model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(**cfg["emotion"]), model.config))
-    load_strict(model, sd, str(path))
-    return model.eval(), cfg, MotionStats.from_dict(ckpt["motion_stats"])
-
-
-def load_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, allow_missing: str | None = None) -> None:
-    """load_state_dict(strict) with one clear error naming the keys (and shape mismatches)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd and not (allow_missing and k.startswith(allow_missing))]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in sd if k in own and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise ConfigError(
-            f"{source}: checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"shape mismatches {shapes[:3]}; check that model.preset and the audio encoder match the checkpoint's"
-        )
-    model.load_state_dict(sd, strict=allow_missing is None)
+    return build_model(ckpt, use_ema), ckpt.config, ckpt.stats
 
 
 def load_stage_one_into(module: Any, init_from: str | None) -> None:
@@ -118,7 +133,9 @@ def load_stage_one_into(module: Any, init_from: str | None) -> None:
     if not init_from:
         raise ConfigError("stage2.init_from: stage two needs a stage-one checkpoint; set stage2.init_from=PATH")
     ckpt = read_checkpoint(init_from, "stage2.init_from")
-    if any(k.startswith(CONTROLLER_PREFIX) for k in ckpt["state_dict"]):
+    if ckpt.has_emotion_controller:
         raise ConfigError(f"stage2.init_from: {init_from} already holds an emotion controller (a stage-two checkpoint)")
     module.configure_model()
-    load_strict(module.model, model_weights(ckpt, True), f"stage2.init_from={init_from}", allow_missing=CONTROLLER_PREFIX)
+    load_strict(module.model, ckpt.weights(True), f"stage2.init_from={init_from}",
+                ignore_missing=lambda k: k.startswith(CONTROLLER_PREFIX),
+                hint="HINT: check that model.preset and the audio encoder match the checkpoint's")

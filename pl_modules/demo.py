@@ -52,13 +52,13 @@ def _overrides(c: DemoConfig, run: Path, steps: int, data: Path, val: Path, lr: 
 
 
 def run_demo(c: DemoConfig) -> dict[str, float]:
-    from configs.loader import load_config
-    from configs.schema import ExperimentConfig
+    from configs.loader import load_experiment
+    from datamodules.clips import load_clips
     from datamodules.synthetic import synthesize_dataset
-    from metrics.evaluation import load_clips
-    from metrics.synthetic import emotion_control, heldout_mouth_correlation
-    from pl_modules.checkpoints import export, load_motion_model
-    from pl_modules.train import resolve, train
+    from pl_modules.checkpoints import export
+    from pl_modules.evaluation.probes import emotion_control, heldout_mouth_correlation
+    from pl_modules.inference.generator import MotionGenerator
+    from pl_modules.train import train
 
     os.environ.setdefault("PLAYMATE_PROGRESS", "0")
     root = Path(c.out)
@@ -75,14 +75,14 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
          f"(with video) in {val_dir}  [{time.time() - t0:.0f} s]")
 
     run1 = root / "runs" / "stage1"
-    train(resolve(load_config(ExperimentConfig, configs / "stage1.yaml", _overrides(c, run1, c.stage1_steps, train_dir, val_dir))))
+    train(load_experiment(configs / "stage1.yaml", _overrides(c, run1, c.stage1_steps, train_dir, val_dir)))
     exp1 = export(run1 / "checkpoints" / "last.ckpt", run1 / "export")
     _say(f"stage one: {c.stage1_steps} steps → {run1}/checkpoints/last.ckpt, exported to {exp1}; "
          f"W&B offline run in {run1}/wandb  [{time.time() - t0:.0f} s]")
 
     val = load_clips([str(val_dir)], c.eval_clips)
-    model, cfg, stats = load_motion_model(exp1)
-    results["stage1_mouth_audio_r"] = heldout_mouth_correlation(model, cfg, stats, val, c.sampling_steps, c.seed)
+    results["stage1_mouth_audio_r"] = heldout_mouth_correlation(MotionGenerator.from_checkpoint(exp1), val,
+                                                                c.sampling_steps, c.seed)
     _say(f"stage one, held-out audio: mouth opening vs audio envelope Pearson r = "
          f"{results['stage1_mouth_audio_r']:.3f}")
 
@@ -90,15 +90,15 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
     # The label matters where the context does not already show the emotion: start-token windows.
     ov2 = _overrides(c, run2, c.stage2_steps, train_dir, val_dir, lr=3e-3) + [
         f"stage2.init_from={exp1}"]
-    train(resolve(load_config(ExperimentConfig, configs / "stage2.yaml", ov2)))
+    train(load_experiment(configs / "stage2.yaml", ov2))
     exp2 = export(run2 / "checkpoints" / "last.ckpt", run2 / "export")
     _say(f"stage two: {c.stage2_steps} steps on the frozen DiT → {exp2}  [{time.time() - t0:.0f} s]")
 
-    model2, cfg2, stats2 = load_motion_model(exp2)
+    gen2 = MotionGenerator.from_checkpoint(exp2)
     train_clips = load_clips([str(train_dir)], c.train_clips)
-    emo = emotion_control(model2, cfg2, stats2, train_clips, val[:2], c.sampling_steps, c.seed)
+    emo = emotion_control(gen2, train_clips, val[:2], c.sampling_steps, c.seed)
     results.update({f"stage2_{k}": v for k, v in emo.items()})
-    _say(f"stage two, held-out audio, all 8 emotions requested (w_e = {cfg2['diffusion']['w_e']}): "
+    _say(f"stage two, held-out audio, all 8 emotions requested (w_e = {gen2.config.diffusion.w_e}): "
          f"emotion accuracy {emo['emotion_accuracy']:.2f} (chance 0.125), mouth/audio r {emo['mouth_audio_r']:.3f}, "
          f"head-pose mean spread across labels {emo['pose_mean_spread_deg']:.2f}°")
 
@@ -111,10 +111,11 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
 
 
 def _generate(checkpoint: Path, clip, root: Path) -> dict[str, float]:
-    from datamodules.contract import SAMPLES_PER_FRAME
-    from pl_modules.generate import Reference, generate_motion
-
     import torch
+
+    from models.clock import SAMPLES_PER_FRAME
+    from pl_modules.inference.generator import generate_motion
+    from pl_modules.inference.inputs import Reference
 
     ref = Reference(motion=torch.from_numpy(clip.motion[0]), kp=torch.from_numpy(clip.kp))
     motion = generate_motion(checkpoint, clip.wav, ref, emotion="happy", pose_mode="generated", steps=20)
@@ -128,8 +129,8 @@ def _generate(checkpoint: Path, clip, root: Path) -> dict[str, float]:
 
 
 def _evaluate(ckpts: list[Path], val_dir: Path, root: Path, c: DemoConfig) -> Path:
-    from metrics.evaluation import EvaluationConfig
-    from pl_modules.commands.evaluate import evaluate_checkpoints
+    from configs.evaluation import EvaluationConfig
+    from pl_modules.evaluation.offline import evaluate_checkpoints
 
     cfg = EvaluationConfig(num_clips=c.eval_clips, max_frames=150, sampling_steps=c.sampling_steps)
     return evaluate_checkpoints(ckpts, [val_dir], root / "report", cfg)

@@ -1,4 +1,4 @@
-"""The motion-diffusion LightningModule: stage one, and stage two by configuration (DESIGN §5, §6).
+"""The motion-diffusion LightningModule: stage one, and stage two by configuration (docs/training.md).
 
 Stage one trains the audio aligner and the MotionDiT. Stage two attaches the emotion controller,
 freezes every stage-one parameter (optionally not the Exp-MLP), and trains with per-sample
@@ -21,11 +21,12 @@ from configs.loader import to_container
 from configs.schema import ExperimentConfig
 from models.audio import build_audio_encoder
 from models.diffusion.loss import training_loss
-from models.diffusion.sampling import sample
 from models.diffusion.schedule import NoiseSchedule
-from models.dit import MotionDiT, build_motion_dit, make_id_feat
+from models.dit import Condition, Drops, MotionDiT, build_motion_dit, make_id_feat
 from models.emotion import build_emotion_controller, freeze_stage_one, stage_two_condition_drop
-from models.motion import MotionStats, denormalize_motion
+from models.motion import MotionStats, normalize_motion
+from pl_modules.inference.generator import MotionGenerator, clip_seed
+from pl_modules.inference.inputs import Reference
 from pl_modules.validation import log_mouth_plot, motion_validation_metrics
 
 
@@ -67,6 +68,11 @@ class MotionDiffusionModule(pl.LightningModule):
             self.model.attach_emotion_controller(build_emotion_controller(self.cfg.emotion, self.cfg.model))
             freeze_stage_one(self.model, self.cfg.emotion.train_exp_head)
 
+    @property
+    def audio_encoder(self) -> torch.nn.Module | None:
+        """The frozen encoder of wav batches (None when training on precomputed features), on this device."""
+        return self._audio_encoder[0].to(self.device) if self._audio_encoder else None
+
     def train(self, mode: bool = True) -> MotionDiffusionModule:
         """Stage two keeps the frozen stage-one network in eval mode (no dropout) while training."""
         super().train(mode)
@@ -103,30 +109,27 @@ class MotionDiffusionModule(pl.LightningModule):
         """(B, Tp+T, L, C) encoder features of the window (computed here for wav batches)."""
         if self.cfg.data.audio_source == "precomputed":
             return batch["audio"].float()
-        frames = batch["motion"].shape[1]
-        encoder = self._audio_encoder[0].to(self.device)
         with torch.no_grad():
-            return encoder(batch["audio"].float(), frames).to(batch["motion"].dtype)  # (B, Tp+T, L, C)
+            return self.audio_encoder(batch["audio"].float(), batch["motion"].shape[1]).to(batch["motion"].dtype)
 
-    def conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
-        tp = self.cfg.model.tp
-        return {
-            "audio": self.audio_features(batch),
-            "id_feat": make_id_feat(batch["kp"], batch["ref_motion"]),
-            "context": batch["motion"][:, :tp],
-            "context_drop": ~batch["has_context"],  # clips cut at their start: the start token
-        }
+    def condition(self, batch: dict[str, Any]) -> Condition:
+        return Condition(
+            audio=self.audio_features(batch),  # (B, Tp+T, L, C)
+            id_feat=make_id_feat(batch["kp"], batch["ref_motion"]),  # (B, 133)
+            context=batch["motion"][:, : self.cfg.model.tp],  # (B, Tp, 70)
+        )
 
     # ---------------------------------------------------------------------------------- steps
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        cond = self.conditions(batch)
+        cond = self.condition(batch)
+        drops = Drops(context=~batch["has_context"])  # clips cut at their start: the start token
         if self.cfg.stage == "stage2":
             e = self.cfg.emotion
-            cond["audio_drop"], cond["emotion"] = stage_two_condition_drop(batch["emotion"], e.p_drop_both, e.p_drop_emotion)
-            cond["augment"] = True  # the frozen trunk runs in eval mode but keeps context noise
+            drops.audio, cond.emotion = stage_two_condition_drop(batch["emotion"], e.p_drop_both, e.p_drop_emotion)
+            drops.augment = True  # the frozen trunk runs in eval mode but keeps context noise
         x0 = batch["motion"][:, self.cfg.model.tp :]
-        out = training_loss(self.model, self.schedule, x0, cond)
+        out = training_loss(self.model, self.schedule, x0, cond, drops)
         b = x0.shape[0]
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
         self.log("train/mse_exp", out["mse_exp"], batch_size=b)
@@ -142,21 +145,21 @@ class MotionDiffusionModule(pl.LightningModule):
         self.log("data/bad_samples", float(sum(v[1] for v in self._data_stats.values())), batch_size=1)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        cond = self.conditions(batch)
-        emotion = batch["emotion"] if self.cfg.stage == "stage2" else None
-        d = self.cfg.diffusion
-        if emotion is not None:
-            cond["emotion"] = emotion
-        generator = torch.Generator(self.device).manual_seed(self.cfg.eval.sample_seed + batch_idx)
-        gt = batch["motion"][:, self.cfg.model.tp :]
-        gen = sample(self.model, self.schedule, cond, tuple(gt.shape), d.sampler, d.sampling_steps, d.eta,
-                     d.w_a, d.w_e if emotion is not None else None, generator)  # (B, T, 70)
-        mse = (gen - gt).square().mean()
-        self.log("val/mse", mse, batch_size=gt.shape[0], sync_dist=True)
-        raw = denormalize_motion(gen, self.stats, batch["pose_mean"][:, None])  # (B, T, 70)
-        raw_gt = denormalize_motion(gt, self.stats, batch["pose_mean"][:, None])
-        self.val_outputs.append({"gen": raw.float().cpu(), "gt": raw_gt.float().cpu(), "kp": batch["kp"].cpu(),
-                                 "wav": batch.get("wav"), "key": batch["key"]})
+        """Generate each clip's first window exactly as `playmate generate` would (its audio, its first
+        frame as the reference, seed = eval.sample_seed + crc32(key)) and compare with the ground truth."""
+        gen = MotionGenerator.from_module(self)
+        b = len(batch["key"])
+        refs = [Reference(batch["ref_raw"][i].float().cpu(), batch["kp"][i].float().cpu()) for i in range(b)]
+        seeds = [clip_seed(self.cfg.eval.sample_seed, k) for k in batch["key"]]
+        emotions = batch["emotion"].tolist() if gen.has_emotion_controller else None
+        feats = batch["audio"][:, self.cfg.model.tp :] if self.cfg.data.audio_source == "precomputed" else None
+        raw = gen.generate_batch(batch["wav"].cpu(), refs, seeds, emotions, audio_feats=feats)  # (B, T, 70)
+        gt_raw = batch["gt_motion"].float().cpu()  # (B, T, 70)
+        pose_mean = batch["pose_mean"].float().cpu()[:, None]  # the clip's own pose statistics, as in training
+        mse = (normalize_motion(raw, self.stats, pose_mean) - normalize_motion(gt_raw, self.stats, pose_mean)).square()
+        self.log("val/mse", mse.mean().to(self.device), batch_size=b, sync_dist=True)
+        self.val_outputs.append({"gen": raw, "gt": gt_raw, "kp": batch["kp"].cpu(), "wav": batch["wav"].cpu(),
+                                 "key": batch["key"]})
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]

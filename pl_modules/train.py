@@ -15,21 +15,14 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from configs.loader import load_config, to_container, to_yaml
+from configs.loader import load_experiment, to_container, to_yaml
 from configs.schema import ExperimentConfig
 from datamodules.motion_wds import MotionDataModule
-from models.audio import audio_feature_shape
 from pl_modules.callbacks import EMACallback, RequeueCallback, ThroughputCallback
 from pl_modules.module import MotionDiffusionModule
 from pl_modules.checkpoints import load_stage_one_into
 
 log = logging.getLogger("playmate.train")
-
-
-def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Derived values: the DiT's audio input shape follows the configured encoder."""
-    cfg.model.audio_layers, cfg.model.audio_dim = audio_feature_shape(cfg.audio)
-    return cfg
 
 
 def build_logger(cfg: ExperimentConfig, run_dir: Path):
@@ -101,7 +94,7 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
         RequeueCallback(ckpt_dir / "last.ckpt"),
     ]
     if cfg.eval.every_n_steps:
-        from metrics.callback import EvaluationCallback
+        from pl_modules.evaluation.callback import EvaluationCallback
 
         callbacks.append(EvaluationCallback(cfg.eval, data=list(cfg.data.val_shards),
                                             every_n_steps=cfg.eval.every_n_steps, out_dir=run_dir / "eval"))
@@ -137,4 +130,4 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
 
 def main(config: str, overrides: list[str]) -> pl.Trainer:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return train(resolve(load_config(ExperimentConfig, config, overrides)))
+    return train(load_experiment(config, overrides))

@@ -9,6 +9,6 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} PYTHONFAULTHANDLER=1 PLAYMATE_PROGR
 RUN_DIR=${RUN_DIR:-runs/${EXPERIMENT}}               # stable across requeues: resume lives here
 mkdir -p logs "$RUN_DIR"
 export WANDB_DIR="$RUN_DIR"
-srun --kill-on-bad-exit=1 --wait=60 python -u -m pl_modules.cli train "$CONFIG" \
+srun --kill-on-bad-exit=1 --wait=60 python -u -m pl_modules.commands train "$CONFIG" \
   name="$EXPERIMENT" run_dir="$RUN_DIR" \
   trainer.num_nodes="${SLURM_NNODES:-1}" trainer.devices="${SLURM_NTASKS_PER_NODE:-1}" "$@"

@@ -25,4 +25,4 @@ if [ "$#" -eq 0 ]; then
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}} PYTHONFAULTHANDLER=1 PLAYMATE_PROGRESS=0
 mkdir -p logs
-srun --kill-on-bad-exit=1 python -u -m pl_modules.cli evaluate "$@"
+srun --kill-on-bad-exit=1 python -u -m pl_modules.commands evaluate "$@"

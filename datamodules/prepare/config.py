@@ -51,7 +51,7 @@ class FilterConfig:
     audio_tolerance_s: float = field(default=0.1, metadata={"range": (0.0, None)})  # audio may end this much early
     allow_vfr: bool = False  # variable-frame-rate video: reject (default) or resample by timestamps
     vfr_tolerance: float = field(default=0.1, metadata={"range": (0.0, None)})  # max |Δt − median| / median
-    sync: bool = False  # SyncNet confidence/offset filter (metrics.sync; needs sync_weights)
+    sync: bool = False  # SyncNet confidence/offset filter (models.syncnet; needs sync_weights)
     sync_weights: Optional[str] = None  # syncnet_v2.model
     sync_min_confidence: float = field(default=3.0, metadata={"range": (0.0, None)})
     sync_max_offset: int = field(default=5, metadata={"range": (0, 15)})  # |offset| ≤ this is corrected, else rejected

@@ -23,14 +23,14 @@ from datamodules.prepare.segment import PreparedClip
 
 def sync_correct(net: Any, crops: np.ndarray, wav: np.ndarray, min_conf: float, max_offset: int,
                  min_frames: int) -> tuple[np.ndarray, np.ndarray, dict]:
-    """SyncNet (metrics.sync) on the 224² BGR crops; reject low confidence or large offsets, else shift.
+    """SyncNet (models.syncnet) on the 224² BGR crops; reject low confidence or large offsets, else shift.
 
     Positive offset = audio leads video by k frames: keep video frames [k, T) with audio frames [0, T−k).
     """
     import torch
     import torch.nn.functional as F
 
-    from metrics.sync import sync_scores
+    from models.syncnet import sync_scores
 
     x = torch.from_numpy(crops).permute(0, 3, 1, 2).float()  # (T, 3, 256, 256)
     x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False, antialias=True)
@@ -133,7 +133,7 @@ def load_extractor(cfg: PrepareConfig, device: str) -> Any:
 
 
 def load_sync_net(cfg: PrepareConfig, device: str) -> Any:
-    from metrics.sync import SyncNet
+    from models.syncnet import SyncNet
 
     return SyncNet.from_file(cfg.filters.sync_weights, config_key="filters.sync_weights").to(device).eval()
 

@@ -6,6 +6,7 @@ a model (or an ε-function) and tensors.
 
 from models.diffusion.loss import training_loss
 from models.diffusion.sampling import (
+    SamplerSettings,
     ddim_sample,
     ddim_timesteps,
     ddpm_sample,
@@ -18,6 +19,7 @@ from models.diffusion.windowed import generate_windowed
 
 __all__ = [
     "DiffusionConfig",
+    "SamplerSettings",
     "NoiseSchedule",
     "make_betas",
     "training_loss",

@@ -1,14 +1,12 @@
-"""The stage-one/two training objective: ε-prediction MSE (L_diff, method.md §3.4)."""
+"""The stage-one/two training objective: ε-prediction MSE (the paper's L_diff; docs/design.md)."""
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from models.diffusion.schedule import NoiseSchedule
+from models.dit import Condition, Drops
 from models.motion import EXP, POSE
 
 
@@ -16,15 +14,15 @@ def training_loss(
     model: nn.Module,
     schedule: NoiseSchedule,
     x0: Tensor,
-    cond: Mapping[str, Any],
+    cond: Condition,
+    drops: Drops | None = None,
     t: Tensor | None = None,
     noise: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """L_diff = E‖ε − ε̂_θ(x_t, t, cond)‖² over the window frames.
 
-    x0: (B, T, 70) clean normalised motion of the window. cond: keyword arguments of the model
-    besides x_t and t, e.g. {"audio": (B, Tp+T, L, C), "id_feat": (B, 133), "context": (B, Tp, 70)
-    or None, "audio_drop": (B,) bool (stage two), "emotion": (B,) long (stage two)}.
+    x0: (B, T, 70) clean normalised motion of the window; cond, drops: the model's condition and
+    drop records (stage two forces the audio drops and gives emotion labels).
     t: (B,) long, drawn uniformly if None; noise: (B, T, 70), standard normal if None.
     Returns {"loss": scalar (differentiable), "mse_exp", "mse_pose": detached scalars, "t": (B,)}.
     The reduction runs in float32 whatever the model's dtype (bf16 under DeepSpeed).
@@ -34,7 +32,7 @@ def training_loss(
     if noise is None:
         noise = torch.randn_like(x0)
     x_t = schedule.q_sample(x0, t, noise)  # (B, T, 70)
-    eps = model(x_t, t, **cond)  # (B, T, 70)
+    eps = model(x_t, t, cond, drops)  # (B, T, 70)
     err = (eps.float() - noise.float()).square()  # (B, T, 70)
     return {
         "loss": err.mean(),

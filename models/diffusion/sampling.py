@@ -1,84 +1,102 @@
 """Classifier-free guidance and the DDPM / DDIM samplers (pure functions over an ε-function).
 
 A sampler only needs `eps_fn(x_t (B, T, M), t (B,) long) -> ε̂ (B, T, M)`; `guided_eps_fn` builds
-one from a model and its conditioning, with audio CFG (stage one) or nested audio+emotion CFG
-(stage two, paper Eq. 8), each evaluating all of its passes in one batched forward.
-Call the model in eval mode (no dropout, no training-time condition drops).
+one from a model and its `Condition`, with audio CFG (stage one) or nested audio+emotion CFG
+(stage two, paper Eq. 8), each evaluating all of its passes in one batched forward. How to sample
+(sampler, steps, η, guidance scales) travels as one `SamplerSettings`. Noise comes from one
+torch.Generator, or one per batch element, so that a clip's motion does not depend on which
+other clips share its batch. Call the model in eval mode.
 
 Shape legend: B batch · T frames · M = 70 motion dims · K guidance passes (1, 2 or 3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from models.diffusion.schedule import NoiseSchedule
+from models.diffusion.schedule import SAMPLERS, DiffusionConfig, NoiseSchedule
+from models.dit import Condition, Drops
 from models.emotion import NULL_EMOTION
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How one window is sampled: sampler, DDIM steps and η, audio/emotion guidance scales.
+
+    w_e None: audio-only guidance (stage one, or stage two without a requested emotion).
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    eta: float = 0.0
+    w_a: float = 1.5
+    w_e: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r} is not one of {SAMPLERS}")
+        if self.steps < 1:
+            raise ValueError(f"sampling steps must be ≥ 1, got {self.steps}")
+
+    @classmethod
+    def from_config(
+        cls, d: DiffusionConfig, emotion: bool = False, steps: int | None = None, w_a: float | None = None,
+        w_e: float | None = None,
+    ) -> SamplerSettings:
+        """The config's defaults, overridden where given; w_e only when an emotion is requested."""
+        return cls(d.sampler, steps or d.sampling_steps, d.eta, d.w_a if w_a is None else w_a,
+                   (d.w_e if w_e is None else w_e) if emotion else None)
+
+
+def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> Tensor:
+    """Standard normal (B, …): from one generator, or row b from generator[b] (batch-independent noise)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, device=device) for g in generator])
+
 
 # ------------------------------------------------------------------------------------------------
 # Guidance
 # ------------------------------------------------------------------------------------------------
 
 
-def _repeat_cond(cond: Mapping[str, Any], k: int) -> dict[str, Any]:
-    """Stack k copies of every batched tensor along the batch axis: (B, …) → (K·B, …)."""
-    return {key: torch.cat([v] * k) if isinstance(v, Tensor) else v for key, v in cond.items()}
-
-
-def guided_eps(
-    model: nn.Module,
-    x_t: Tensor,
-    t: Tensor,
-    cond: Mapping[str, Any],
-    w_a: float = 1.5,
-    w_e: float | None = None,
-) -> Tensor:
-    """ε̂ with classifier-free guidance. x_t (B, T, M), t (B,), cond as in `training_loss`.
+def guided_eps(model: nn.Module, x_t: Tensor, t: Tensor, cond: Condition, w_a: float = 1.5,
+               w_e: float | None = None) -> Tensor:
+    """ε̂ with classifier-free guidance. x_t (B, T, M), t (B,).
 
     w_e None (stage one, or stage two without emotion guidance), 2 passes:
         ε = ε(∅) + w_a·[ε(a) − ε(∅)]                  (w_a = 1: the single conditional pass)
-    w_e set, cond["emotion"] (B,) long required (stage two, paper Eq. 8), 3 passes:
+    w_e set, cond.emotion (B,) long required (stage two, paper Eq. 8), 3 passes:
         ε = ε(∅,∅) + w_a·[ε(a,∅) − ε(∅,∅)] + w_e·[ε(a,e) − ε(a,∅)]
     """
-    b = x_t.shape[0]
-    cond = {k: v for k, v in cond.items() if k != "audio_drop"}
-    drop, keep = (
-        torch.ones(b, dtype=torch.bool, device=x_t.device),
-        torch.zeros(b, dtype=torch.bool, device=x_t.device),
-    )
+    b, dev = x_t.shape[0], x_t.device
+    drop, keep = torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev)
     if w_e is None:
         if w_a == 1.0:
-            return model(x_t, t, **cond, audio_drop=keep)
-        eps = model(
-            torch.cat([x_t] * 2),
-            torch.cat([t] * 2),
-            **_repeat_cond(cond, 2),
-            audio_drop=torch.cat([drop, keep]),
-        )  # (2B, T, M)
+            return model(x_t, t, cond, Drops(audio=keep))
+        eps = model(torch.cat([x_t] * 2), torch.cat([t] * 2), cond.repeat(2), Drops(audio=torch.cat([drop, keep])))
         e_null, e_audio = eps.chunk(2)  # 2 × (B, T, M)
         return e_null + w_a * (e_audio - e_null)
-    emotion = cond.get("emotion")
-    if emotion is None:
-        raise ValueError("nested CFG (w_e set) needs cond['emotion'] of shape (B,)")
-    null = torch.full_like(emotion, NULL_EMOTION)
-    batched = _repeat_cond(cond, 3)
-    batched["emotion"] = torch.cat([null, null, emotion])  # (3B,): ∅∅ · a∅ · ae
-    eps = model(
-        torch.cat([x_t] * 3), torch.cat([t] * 3), **batched, audio_drop=torch.cat([drop, keep, keep])
-    )  # (3B, T, M)
+    if cond.emotion is None:
+        raise ValueError("nested CFG (w_e set) needs cond.emotion of shape (B,)")
+    batched = cond.repeat(3)
+    null = torch.full_like(cond.emotion, NULL_EMOTION)
+    batched.emotion = torch.cat([null, null, cond.emotion])  # (3B,): ∅∅ · a∅ · ae
+    eps = model(torch.cat([x_t] * 3), torch.cat([t] * 3), batched, Drops(audio=torch.cat([drop, keep, keep])))
     e00, ea0, eae = eps.chunk(3)  # 3 × (B, T, M)
     return e00 + w_a * (ea0 - e00) + w_e * (eae - ea0)
 
 
-def guided_eps_fn(
-    model: nn.Module, cond: Mapping[str, Any], w_a: float = 1.5, w_e: float | None = None
-) -> EpsFn:
+def guided_eps_fn(model: nn.Module, cond: Condition, w_a: float = 1.5, w_e: float | None = None) -> EpsFn:
     """Close over the model and conditioning: the ε-function the samplers take."""
     return lambda x_t, t: guided_eps(model, x_t, t, cond, w_a, w_e)
 
@@ -102,12 +120,12 @@ def ddim_sample(
     shape: tuple[int, ...],
     steps: int = 50,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str = "cpu",
     x_T: Tensor | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021): x_T ~ N(0, I) of `shape` (B, T, M) → x̂_0 (B, T, M) in `steps` steps."""
-    x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T
+    x = randn(shape, generator, device) if x_T is None else x_T
     ts = ddim_timesteps(schedule.num_timesteps, steps).tolist()
     for i, step in enumerate(ts):
         t = torch.full((shape[0],), step, device=x.device, dtype=torch.long)
@@ -118,7 +136,7 @@ def ddim_sample(
         else:
             ab_prev = torch.ones_like(ab)  # the last step lands on x_0
         sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
-        noise = torch.randn(x.shape, generator=generator, device=x.device) if eta > 0 else 0.0
+        noise = randn(x.shape, generator, x.device) if eta > 0 else 0.0
         x = ab_prev.sqrt() * x0 + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps + sigma * noise
     return x
 
@@ -128,12 +146,12 @@ def ddpm_sample(
     eps_fn: EpsFn,
     schedule: NoiseSchedule,
     shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     device: torch.device | str = "cpu",
     x_T: Tensor | None = None,
 ) -> Tensor:
     """Ancestral DDPM over all N steps with the posterior variance β̃_t: → x̂_0 (B, T, M)."""
-    x = torch.randn(shape, generator=generator, device=device) if x_T is None else x_T
+    x = randn(shape, generator, device) if x_T is None else x_T
     for step in reversed(range(schedule.num_timesteps)):
         t = torch.full((shape[0],), step, device=x.device, dtype=torch.long)
         x0, _ = schedule.denoise(x, t, eps_fn(x, t).to(x.dtype))
@@ -143,7 +161,7 @@ def ddpm_sample(
         )
         if step > 0:
             var = schedule.gather("posterior_variance", t, x)
-            x = mean + var.sqrt() * torch.randn(x.shape, generator=generator, device=x.device)
+            x = mean + var.sqrt() * randn(x.shape, generator, x.device)
         else:
             x = mean  # β̃_0 = 0
     return x
@@ -152,20 +170,14 @@ def ddpm_sample(
 def sample(
     model: nn.Module,
     schedule: NoiseSchedule,
-    cond: Mapping[str, Any],
+    cond: Condition,
     shape: tuple[int, ...],
-    sampler: str = "ddim",
-    steps: int = 50,
-    eta: float = 0.0,
-    w_a: float = 1.5,
-    w_e: float | None = None,
-    generator: torch.Generator | None = None,
+    settings: SamplerSettings,
+    generator: Generators = None,
 ) -> Tensor:
     """One window: guided sampling of (B, T, 70) normalised motion for the given conditioning."""
-    eps_fn = guided_eps_fn(model, cond, w_a, w_e)
-    device = next(iter(v for v in cond.values() if isinstance(v, Tensor))).device
-    if sampler == "ddim":
-        return ddim_sample(eps_fn, schedule, shape, steps, eta, generator, device)
-    if sampler == "ddpm":
-        return ddpm_sample(eps_fn, schedule, shape, generator, device)
-    raise ValueError(f"sampler {sampler!r} is not one of ('ddim', 'ddpm')")
+    eps_fn = guided_eps_fn(model, cond, settings.w_a, settings.w_e)
+    device = cond.id_feat.device
+    if settings.sampler == "ddim":
+        return ddim_sample(eps_fn, schedule, shape, settings.steps, settings.eta, generator, device)
+    return ddpm_sample(eps_fn, schedule, shape, generator, device)

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from configs.loader import ConfigError, load_config
     from datamodules.prepare import PrepareConfig, format_summary, merge_slices, run_prepare
     from datamodules.prepare.adapters import LayoutError
-    from pl_modules.cli import UserError
+    from pl_modules.commands import UserError
 
     overrides = list(args.overrides)
     if args.num_workers is not None:

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from pl_modules.cli import UserError
+    from pl_modules.commands import UserError
 
     if args.clips < 1:
         raise UserError(f"--clips must be ≥ 1, got {args.clips}")

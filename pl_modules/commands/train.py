@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from configs.loader import ConfigError
-    from pl_modules.cli import UserError
+    from pl_modules.commands import UserError
     from pl_modules.train import main
 
     try:

@@ -20,7 +20,7 @@ from datamodules.contract import (
     sample_problems,
 )
 from datamodules.shards import DatasetWriter, check_dataset, iter_tar_samples, merge_datasets
-from pl_modules.cli import main
+from pl_modules.commands import main
 
 
 def _clip(frames: int = 50, wav_frames: int | None = None, key: str = "t-c0") -> ClipSample:

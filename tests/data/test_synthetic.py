@@ -129,7 +129,7 @@ def test_synth_audio() -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from pl_modules.cli import main
+    from pl_modules.commands import main
 
     args = ["synth", "--out", str(tmp_path / "s"), "--clips", "2", "--no-video", "--seed", "5",
             "--min-seconds", "1", "--max-seconds", "1.2", "--emotions", "--singing"]

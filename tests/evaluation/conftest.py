@@ -14,14 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_config(ds: Path, **extra: str) -> object:
-    from configs.loader import load_config
-    from configs.schema import ExperimentConfig
-    from pl_modules.train import resolve
+    from configs.loader import load_experiment
 
     over = {"model": "tiny", "trainer": "cpu", "logger": "none", "name": "evaltest", "data.train_shards": f"[{ds}]",
             "data.val_shards": f"[{ds}]", "model.t_window": "16", "model.tp": "4", "diffusion.sampling_steps": "2"}
     over.update(extra)
-    return resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in over.items()]))
+    return load_experiment(ROOT / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in over.items()])
 
 
 def write_export(out: Path, ds: Path, seed: int, global_step: int) -> Path:

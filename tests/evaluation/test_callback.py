@@ -11,8 +11,8 @@ import pytest
 import torch
 from tests.evaluation.conftest import tiny_config
 
-from metrics.callback import EvaluationCallback
-from metrics.evaluation import EvaluationConfig
+from configs.evaluation import EvaluationConfig
+from pl_modules.evaluation.callback import EvaluationCallback
 
 NET_WORDS = ("inception", "i3d", "sync", "arcface", "iresnet", "fid", "fvd", "csim", "lpips", "metric")
 
@@ -80,16 +80,16 @@ def _ddp_worker(rank: int, world: int, port: int, ds: str, export: str, out: str
 
     import torch.distributed as dist
 
-    from metrics.evaluation import Evaluator, MotionGenerator, load_clips, split_for_rank
-    from pl_modules.checkpoints import load_motion_model
+    from datamodules.clips import load_clips, split_for_rank
+    from pl_modules.evaluation.evaluator import Evaluator
+    from pl_modules.inference.generator import MotionGenerator
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         cfg = EvaluationConfig(num_clips=3, max_frames=20, metrics=["motion"])
         clips = split_for_rank(load_clips([ds], cfg.num_clips, cfg.max_frames), rank, world)
-        model, mcfg, stats = load_motion_model(export)
-        res = Evaluator(cfg).run(MotionGenerator.from_config(model, mcfg, stats), clips)
+        res = Evaluator(cfg).run(MotionGenerator.from_checkpoint(export), clips)
         Path(out, f"rank{rank}.json").write_text(json.dumps({"scalars": res.scalars, "rows": res.per_clip,
                                                              "local": [c.key for c in clips]}))
     finally:
@@ -103,8 +103,9 @@ def test_two_rank_gloo_evaluation_equals_single_process(eval_assets, tmp_path):
 
     import torch.multiprocessing as mp
 
-    from metrics.evaluation import Evaluator, MotionGenerator, load_clips
-    from pl_modules.checkpoints import load_motion_model
+    from datamodules.clips import load_clips
+    from pl_modules.evaluation.evaluator import Evaluator
+    from pl_modules.inference.generator import MotionGenerator
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,8 +114,7 @@ def test_two_rank_gloo_evaluation_equals_single_process(eval_assets, tmp_path):
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     assert not set(r0["local"]) & set(r1["local"]) and len(r0["local"]) + len(r1["local"]) == 3
     cfg = EvaluationConfig(num_clips=3, max_frames=20, metrics=["motion"])
-    model, mcfg, stats = load_motion_model(eval_assets["exp1"])
-    single = Evaluator(cfg).run(MotionGenerator.from_config(model, mcfg, stats),
+    single = Evaluator(cfg).run(MotionGenerator.from_checkpoint(eval_assets["exp1"]),
                                 load_clips([str(eval_assets["ds"])], 3, 20))
     for r in (r0, r1):
         assert r["scalars"] == pytest.approx(single.scalars, rel=1e-9)

@@ -25,7 +25,9 @@ import yaml
 from tests.generate.conftest import tiny_config
 
 from models.motion import POSE, MotionStats, normalize_motion
-from pl_modules import generate as g
+from pl_modules.evaluation.probes import boundary_continuity
+from pl_modules.inference.generator import generate_motion
+from pl_modules.inference.inputs import Reference
 
 STEPS = int(os.environ.get("PLAYMATE_CONTINUITY_STEPS", "300"))  # training steps
 
@@ -98,15 +100,15 @@ def test_trained_model_is_continuous_across_window_boundaries(tmp_path):
     (ckpt / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (ckpt / "stats.json").write_text(json.dumps(stats.to_dict()))
 
-    ref = g.Reference(torch.from_numpy(clips[0].motion[0]), torch.from_numpy(clips[0].kp))
+    ref = Reference(torch.from_numpy(clips[0].motion[0]), torch.from_numpy(clips[0].kp))
     wav = synth_audio(30.0, seed=7)  # int16 16 kHz, 750·640 samples
     t0 = time.perf_counter()
-    motion = g.generate_motion(ckpt, wav, ref, steps=50)
+    motion = generate_motion(ckpt, wav, ref, steps=50)
     gen_s = time.perf_counter() - t0
     assert motion.shape == (750, 70)
     x = normalize_motion(torch.from_numpy(motion), stats, ref.motion[POSE])
-    c = g.boundary_continuity(x, model.config.t_window)
-    pose = g.boundary_continuity(x[:, 63:], model.config.t_window)
+    c = boundary_continuity(x, model.config.t_window)
+    pose = boundary_continuity(x[:, 63:], model.config.t_window)
     report = {"train_steps": STEPS, "final_loss": round(loss, 4), "train_s": round(train_s, 1),
               "generate_s": round(gen_s, 1), "all_dims": c, "pose_dims": pose}
     print(json.dumps(report, indent=1))

@@ -10,22 +10,26 @@ import pytest
 import torch
 from tests.generate.conftest import reference_motion, tiny_config, write_export, write_wav
 
+from models.dit import reference_id_feat
 from models.emotion import EMOTIONS
 from models.motion import POSE, MotionStats, normalize_motion
-from pl_modules import generate as g
-from pl_modules.cli import main as cli
+from pl_modules.evaluation.probes import boundary_continuity
+from pl_modules.inference import pose
+from pl_modules.inference.generator import MotionGenerator, generate_motion
+from pl_modules.inference.inputs import GenerationError, load_audio, load_reference
+from pl_modules.commands import main as cli
 
 STEPS = 3  # DDIM steps in fast tests: the path is the same as with 50
 
 
 def test_30s_of_44k_stereo_gives_750_frames_and_no_boundary_jump(stage1_ckpt, audio_30s, reference_npz):
-    loaded = g.load_model(stage1_ckpt)
-    motion = g.generate_motion(stage1_ckpt, audio_30s, reference_npz, steps=STEPS, loaded=loaded)
+    gen = MotionGenerator.from_checkpoint(stage1_ckpt)
+    motion = generate_motion(gen, audio_30s, reference_npz, steps=STEPS)
     assert motion.shape == (750, 70) and motion.dtype == np.float32 and np.isfinite(motion).all()
     # Continuity on normalised motion (the model's own units): boundaries at frames 100, 200, …, 700.
-    ref = g.load_reference(reference_npz)
-    x = normalize_motion(torch.from_numpy(motion), loaded[2], ref.motion[POSE])
-    c = g.boundary_continuity(x, loaded[0].config.t_window)
+    ref = load_reference(reference_npz)
+    x = normalize_motion(torch.from_numpy(motion), gen.stats, ref.motion[POSE])
+    c = boundary_continuity(x, gen.model.config.t_window)
     assert c["boundaries"] == 7
     # An untrained model samples noise-like motion, so this only shows that a window boundary is not
     # a discontinuity on top of it; the trained-model measurement is test_continuity_trained.py.
@@ -33,10 +37,10 @@ def test_30s_of_44k_stereo_gives_750_frames_and_no_boundary_jump(stage1_ckpt, au
 
 
 def test_same_seed_same_motion_other_seed_differs(stage1_ckpt, audio_short, reference_npz):
-    loaded = g.load_model(stage1_ckpt)
-    a = g.generate_motion(stage1_ckpt, audio_short, reference_npz, steps=STEPS, seed=3, loaded=loaded)
-    b = g.generate_motion(stage1_ckpt, audio_short, reference_npz, steps=STEPS, seed=3, loaded=loaded)
-    c = g.generate_motion(stage1_ckpt, audio_short, reference_npz, steps=STEPS, seed=4, loaded=loaded)
+    gen = MotionGenerator.from_checkpoint(stage1_ckpt)
+    a = generate_motion(gen, audio_short, reference_npz, steps=STEPS, seed=3)
+    b = generate_motion(gen, audio_short, reference_npz, steps=STEPS, seed=3)
+    c = generate_motion(gen, audio_short, reference_npz, steps=STEPS, seed=4)
     assert a.shape == (50, 70)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
@@ -49,7 +53,7 @@ def test_same_seed_same_motion_other_seed_differs(stage1_ckpt, audio_short, refe
 
 @pytest.mark.parametrize(("seconds", "rate", "channels"), [(2.0, 44_100, 2), (1.3, 8_000, 1), (0.5, 48_000, 6)])
 def test_wav_any_rate_and_channels_resampled_to_whole_frames(tmp_path, seconds, rate, channels):
-    wav = g.load_audio(write_wav(tmp_path / "a.wav", seconds, rate, channels))
+    wav = load_audio(write_wav(tmp_path / "a.wav", seconds, rate, channels))
     frames = round(seconds * 25)
     assert wav.dtype == np.float32 and wav.shape == (frames * 640,)
     assert 0.05 < np.abs(wav).max() <= 1.0  # content survived resampling, in [-1, 1]
@@ -88,7 +92,7 @@ def test_compressed_audio_decodes_to_about_its_duration(tmp_path, name, codec):
         path = _encode_audio(tmp_path / name, codec, 3.0)
     except (av.FFmpegError, ValueError) as e:
         pytest.skip(f"this FFmpeg build cannot encode {codec}: {e}")
-    wav = g.load_audio(path)
+    wav = load_audio(path)
     # Lossy codecs add encoder priming/padding (≤ ~50 ms): within two frames of 75.
     assert len(wav) % 640 == 0 and abs(len(wav) // 640 - 75) <= 2
 
@@ -96,10 +100,10 @@ def test_compressed_audio_decodes_to_about_its_duration(tmp_path, name, codec):
 def test_unreadable_audio_names_the_file(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF\x00\x00not really a wave file" * 10)
-    with pytest.raises(g.GenerationError, match="broken.wav"):
-        g.load_audio(bad)
-    with pytest.raises(g.GenerationError, match="missing.mp3.*does not exist"):
-        g.load_audio(tmp_path / "missing.mp3")
+    with pytest.raises(GenerationError, match="broken.wav"):
+        load_audio(bad)
+    with pytest.raises(GenerationError, match="missing.mp3.*does not exist"):
+        load_audio(tmp_path / "missing.mp3")
 
 
 def test_video_without_audio_stream_is_a_clear_error(tmp_path):
@@ -107,16 +111,16 @@ def test_video_without_audio_stream_is_a_clear_error(tmp_path):
 
     path = tmp_path / "silent.mp4"
     encode_mp4(np.zeros((3, 32, 32, 3), np.uint8), path=path)
-    with pytest.raises(g.GenerationError, match="silent.mp4 has no audio stream"):
-        g.load_audio(path)
+    with pytest.raises(GenerationError, match="silent.mp4 has no audio stream"):
+        load_audio(path)
 
 
 def test_int16_array_input_and_too_short_audio(stage1_ckpt, reference_npz):
     wav = (np.random.default_rng(0).normal(size=16_000) * 3000).astype(np.int16)  # 1 s
-    m = g.generate_motion(stage1_ckpt, wav, reference_npz, steps=STEPS)
+    m = generate_motion(stage1_ckpt, wav, reference_npz, steps=STEPS)
     assert m.shape == (25, 70)
-    with pytest.raises(g.GenerationError, match="shorter than one"):
-        g.generate_motion(stage1_ckpt, wav[:100], reference_npz, steps=STEPS)
+    with pytest.raises(GenerationError, match="shorter than one"):
+        generate_motion(stage1_ckpt, wav[:100], reference_npz, steps=STEPS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,48 +131,48 @@ def test_int16_array_input_and_too_short_audio(stage1_ckpt, reference_npz):
 def test_reference_npz_formats(tmp_path):
     motion, kp = reference_motion()
     np.savez(tmp_path / "seq.npz", motion=np.stack([motion, motion + 1]), kp=kp)  # (T, 70): first frame
-    ref = g.load_reference(tmp_path / "seq.npz")
+    ref = load_reference(tmp_path / "seq.npz")
     np.testing.assert_array_equal(ref.motion.numpy(), motion)
     np.savez(tmp_path / "bad.npz", motion=motion[:60], kp=kp)
-    with pytest.raises(g.GenerationError, match=r"bad.npz: motion \(60,\)"):
-        g.load_reference(tmp_path / "bad.npz")
+    with pytest.raises(GenerationError, match=r"bad.npz: motion \(60,\)"):
+        load_reference(tmp_path / "bad.npz")
     np.savez(tmp_path / "nokp.npz", motion=motion)
-    with pytest.raises(g.GenerationError, match="`kp`"):
-        g.load_reference(tmp_path / "nokp.npz")
+    with pytest.raises(GenerationError, match="`kp`"):
+        load_reference(tmp_path / "nokp.npz")
     (tmp_path / "face.png").write_bytes(b"")
-    with pytest.raises(g.GenerationError, match="needs the face model"):
-        g.load_reference(tmp_path / "face.png")
+    with pytest.raises(GenerationError, match="needs the face model"):
+        load_reference(tmp_path / "face.png")
 
 
 def test_reference_normalised_by_its_own_pose():
     motion, kp = reference_motion()
     stats = MotionStats(torch.zeros(63), torch.full((63,), 0.02), torch.ones(7))
-    f = g.reference_id_feat(g.Reference(torch.from_numpy(motion), torch.from_numpy(kp)), stats)
+    f = reference_id_feat(torch.from_numpy(kp)[None], torch.from_numpy(motion)[None], stats)
     assert f.shape == (1, 133)
     assert torch.equal(f[0, 63 + 63 :], torch.zeros(7))  # pose part of the reference motion is 0
     torch.testing.assert_close(f[0, 63:126], torch.from_numpy(motion[:63]) / (0.02 + 1e-6))
 
 
 def test_unknown_emotion_lists_the_valid_ones(stage2_ckpt, audio_short, reference_npz):
-    with pytest.raises(g.GenerationError) as e:
-        g.generate_motion(stage2_ckpt, audio_short, reference_npz, emotion="joyful")
+    with pytest.raises(GenerationError) as e:
+        generate_motion(stage2_ckpt, audio_short, reference_npz, emotion="joyful")
     assert "joyful" in str(e.value) and all(name in str(e.value) for name in EMOTIONS)
 
 
 def test_emotion_on_stage_one_checkpoint_fails_clearly(stage1_ckpt, audio_short, reference_npz):
-    with pytest.raises(g.GenerationError, match="no emotion controller"):
-        g.generate_motion(stage1_ckpt, audio_short, reference_npz, emotion="happy", steps=STEPS)
+    with pytest.raises(GenerationError, match="no emotion controller"):
+        generate_motion(stage1_ckpt, audio_short, reference_npz, emotion="happy", steps=STEPS)
 
 
 def test_stage_two_emotion_changes_expression(stage2_ckpt, audio_short, reference_npz):
-    loaded = g.load_model(stage2_ckpt)
-    assert loaded[0].emotion_controller is not None
-    kw = {"steps": STEPS, "loaded": loaded, "seed": 0}
-    happy = g.generate_motion(stage2_ckpt, audio_short, reference_npz, emotion="Happy", **kw)
-    sad = g.generate_motion(stage2_ckpt, audio_short, reference_npz, emotion="sad", **kw)
+    gen = MotionGenerator.from_checkpoint(stage2_ckpt)
+    assert gen.model.emotion_controller is not None
+    kw = {"steps": STEPS, "seed": 0}
+    happy = generate_motion(gen, audio_short, reference_npz, emotion="Happy", **kw)
+    sad = generate_motion(gen, audio_short, reference_npz, emotion="sad", **kw)
     assert happy.shape == (50, 70)
     assert not np.allclose(happy[:, :63], sad[:, :63])
-    none = g.generate_motion(stage2_ckpt, audio_short, reference_npz, **kw)  # null emotion, audio CFG only
+    none = generate_motion(gen, audio_short, reference_npz, **kw)  # null emotion, audio CFG only
     assert none.shape == (50, 70) and not np.allclose(none[:, :63], happy[:, :63])
 
 
@@ -176,14 +180,14 @@ def test_mismatched_audio_encoder_and_weights(tmp_path, audio_short, reference_n
     cfg = tiny_config()
     cfg["audio"]["n_mels"] = 40  # the DiT was built for 80 mel bands
     ckpt = write_export(tmp_path / "enc", cfg)
-    with pytest.raises(g.GenerationError, match=r"expects audio features.*\(1, 80\).*\(1, 40\)"):
-        g.generate_motion(ckpt, audio_short, reference_npz, steps=STEPS)
+    with pytest.raises(GenerationError, match=r"expects audio features.*\(1, 80\).*\(1, 40\)"):
+        generate_motion(ckpt, audio_short, reference_npz, steps=STEPS)
     other = write_export(tmp_path / "other", tiny_config(depth=3))
     (tmp_path / "enc" / "model.pt").write_bytes((other / "model.pt").read_bytes())  # weights of another shape
-    with pytest.raises(g.GenerationError, match="cannot load checkpoint.*does not match"):
-        g.generate_motion(tmp_path / "enc", audio_short, reference_npz, steps=STEPS)
-    with pytest.raises(g.GenerationError, match="cannot load checkpoint.*does not exist"):
-        g.generate_motion(tmp_path / "nowhere", audio_short, reference_npz)
+    with pytest.raises(GenerationError, match="cannot load checkpoint.*do not match the model.*unexpected key"):
+        generate_motion(tmp_path / "enc", audio_short, reference_npz, steps=STEPS)
+    with pytest.raises(GenerationError, match="cannot load checkpoint.*does not exist"):
+        generate_motion(tmp_path / "nowhere", audio_short, reference_npz)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -193,8 +197,8 @@ def test_mismatched_audio_encoder_and_weights(tmp_path, audio_short, reference_n
 
 @pytest.fixture(scope="module")
 def generated(stage1_ckpt, audio_short, reference_npz):
-    loaded = g.load_model(stage1_ckpt)
-    return lambda **kw: g.generate_motion(stage1_ckpt, audio_short, reference_npz, steps=STEPS, loaded=loaded, **kw)
+    gen = MotionGenerator.from_checkpoint(stage1_ckpt)
+    return lambda **kw: generate_motion(gen, audio_short, reference_npz, steps=STEPS, **kw)
 
 
 def test_pose_modes(generated, tmp_path):
@@ -213,7 +217,7 @@ def test_pose_modes(generated, tmp_path):
     assert not np.allclose(base[:, 63:], ref[63:])
     np.testing.assert_array_equal(fixed[:, 63:], np.broadcast_to(ref[63:], (50, 7)))
     # spin: the documented path, offsets of pitch and yaw only.
-    off = g.spin_offsets(50).numpy()
+    off = pose.spin_offsets(50).numpy()
     np.testing.assert_allclose(spin[:, 63:65], ref[63:65] + off, atol=1e-5)
     np.testing.assert_array_equal(spin[:, 65:], np.broadcast_to(ref[65:], (50, 5)))
     # driving: per-frame pose changes equal the driving's (angles, t additive; scale as a ratio),
@@ -225,19 +229,19 @@ def test_pose_modes(generated, tmp_path):
 
 
 def test_spin_is_smooth_and_starts_at_the_reference():
-    off = g.spin_offsets(400).numpy()
+    off = pose.spin_offsets(400).numpy()
     assert np.abs(off[0]).max() == 0
-    assert np.abs(off[:, 1]).max() == pytest.approx(g.SPIN_YAW_DEG, rel=1e-3)
+    assert np.abs(off[:, 1]).max() == pytest.approx(pose.SPIN_YAW_DEG, rel=1e-3)
     assert np.abs(np.diff(off, axis=0)).max() < 1.1  # degrees per frame: no jumps
 
 
 def test_pose_mode_errors(generated, tmp_path):
-    with pytest.raises(g.GenerationError, match="needs a driving motion"):
+    with pytest.raises(GenerationError, match="needs a driving motion"):
         generated(pose_mode="driving")
-    with pytest.raises(g.GenerationError, match="not one of"):
+    with pytest.raises(GenerationError, match="not one of"):
         generated(pose_mode="wobble")
     np.save(tmp_path / "bad.npy", np.zeros((10, 69), np.float32))
-    with pytest.raises(g.GenerationError, match=r"bad.npy has shape \(10, 69\)"):
+    with pytest.raises(GenerationError, match=r"bad.npy has shape \(10, 69\)"):
         generated(pose_mode="driving", driving=tmp_path / "bad.npy")
 
 
@@ -249,7 +253,7 @@ def test_pose_mode_errors(generated, tmp_path):
 def test_cli_constants_match_the_library():
     from pl_modules.commands import generate as cmd
 
-    assert cmd.POSE_MODES == g.POSE_MODES and cmd.EMOTIONS == EMOTIONS
+    assert cmd.POSE_MODES == pose.POSE_MODES and cmd.EMOTIONS == EMOTIONS
 
 
 def test_cli_writes_npy_and_reports_user_errors(stage1_ckpt, audio_short, reference_npz, tmp_path, capsys):
@@ -292,16 +296,16 @@ def test_render_with_random_face_weights_writes_mp4_with_matching_frames(stage1_
 
     with av.open(io.BytesIO(video.read_bytes())) as c:
         assert c.streams.audio and c.streams.video[0].width == 512
-    ref = g.load_reference(tmp_path / "ref.npz")  # the extracted reference, reusable without the face model
+    ref = load_reference(tmp_path / "ref.npz")  # the extracted reference, reusable without the face model
     assert ref.motion.shape == (70,) and ref.kp.shape == (21, 3)
 
 
 def test_boundary_continuity_measure_detects_a_planted_jump():
     t = torch.arange(300, dtype=torch.float32)[:, None] / 25
     smooth = torch.sin(t * torch.linspace(0.5, 2.0, 70))  # (300, 70), smooth
-    c = g.boundary_continuity(smooth, 100)
+    c = boundary_continuity(smooth, 100)
     assert c["boundaries"] == 2 and c["boundary_max"] <= c["within_max"]
     jumped = smooth.clone()
     jumped[200:] += 0.5  # a discontinuity at the second window boundary
-    c = g.boundary_continuity(jumped, 100)
+    c = boundary_continuity(jumped, 100)
     assert c["boundary_max"] > 5 * c["within_max"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.dit import ID_DIM, MotionDiTConfig
+from models.dit import ID_DIM, Condition, MotionDiTConfig
 
 TP, T, L, C = 4, 12, 1, 16  # small context/window and a mel-like single-layer audio feature
 
@@ -23,12 +23,12 @@ def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> None:
             p.add_(torch.randn(p.shape, generator=g) * std)
 
 
-def make_inputs(batch: int = 3, with_context: bool = True, seed: int = 0) -> dict:
+def make_inputs(batch: int = 3, with_context: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Condition]:
+    """(x_t (B, T, 70), t (B,), Condition with audio (B, Tp + T, L, C), f_id and an optional context)."""
     g = torch.Generator().manual_seed(seed)
-    return {
-        "x_t": torch.randn(batch, T, 70, generator=g),
-        "t": torch.randint(0, 1000, (batch,), generator=g),
-        "audio": torch.randn(batch, TP + T, L, C, generator=g),
-        "id_feat": torch.randn(batch, ID_DIM, generator=g),
-        "context": torch.randn(batch, TP, 70, generator=g) if with_context else None,
-    }
+    x_t = torch.randn(batch, T, 70, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    audio = torch.randn(batch, TP + T, L, C, generator=g)
+    id_feat = torch.randn(batch, ID_DIM, generator=g)
+    context = torch.randn(batch, TP, 70, generator=g) if with_context else None
+    return x_t, t, Condition(audio, id_feat, context)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +143,25 @@ def test_precompute_adds_audio_features(tmp_path: Path, tiny_wav2vec2: Path) -> 
     assert decode_sample(first)["audio_feats"].shape[1:] == (2, 32)
     with pytest.raises(FileExistsError):
         precompute_audio_features(src, tmp_path / "mel", cfg)
+
+
+def test_wav2vec2_missing_encoder_weight_is_an_error_naming_it(tiny_wav2vec2: Path, tmp_path: Path) -> None:
+    """transformers would leave a missing weight randomly initialised; the loader refuses instead."""
+    from safetensors.torch import load_file, save_file
+
+    from models.weights import WeightsError
+
+    bad = tmp_path / "w2v"
+    bad.mkdir()
+    (bad / "config.json").write_text((tiny_wav2vec2 / "config.json").read_text())
+    sd = load_file(tiny_wav2vec2 / "model.safetensors")
+    dropped = "encoder.layers.1.feed_forward.output_dense.weight"
+    save_file({k: v for k, v in sd.items() if k != dropped}, bad / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(WeightsError, match=r"audio\.wav2vec2_path.*missing key.*output_dense\.weight"):
+        build_audio_encoder(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(bad)))
+    extra = tmp_path / "w2v_ctc"  # a CTC checkpoint's head is allowed beside the encoder
+    extra.mkdir()
+    (extra / "config.json").write_text((tiny_wav2vec2 / "config.json").read_text())
+    save_file({**sd, "lm_head.weight": torch.zeros(4, 32)}, extra / "model.safetensors", metadata={"format": "pt"})
+    enc = build_audio_encoder(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(extra)))
+    assert enc(torch.zeros(1, 3200), 5).shape == (1, 5, 2, 32)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from _model_helpers import TP, T, make_inputs, perturb_, tiny_config
 
-from models.diffusion import DiffusionConfig, NoiseSchedule, generate_windowed, guided_eps, training_loss
-from models.dit import REF_EXP, MotionDiT
+from models.diffusion import (
+    DiffusionConfig,
+    NoiseSchedule,
+    SamplerSettings,
+    generate_windowed,
+    guided_eps,
+    training_loss,
+)
+from models.dit import REF_EXP, Drops, MotionDiT
 from models.emotion import (
     CONTROLLER_PREFIX,
     EMOTIONS,
@@ -47,35 +55,36 @@ def test_controller_at_init_reproduces_stage_one_bit_for_bit(drop_ref):
     torch.manual_seed(0)
     model = MotionDiT(tiny_config()).eval()
     perturb_(model)
-    inputs = make_inputs(batch=3)
-    before = model(**inputs, ref_drop=torch.full((3,), drop_ref))
+    x, t, cond = make_inputs(batch=3)
+    before = model(x, t, cond, Drops(ref_exp=torch.full((3,), drop_ref)))
     ctrl = EmotionControllerConfig(drop_reference_expression=drop_ref)
     model.attach_emotion_controller(build_emotion_controller(ctrl, model.config))
     assert not torch.equal(before, torch.zeros_like(before))
     for labels in (torch.tensor([0, 5, 8]), None):
-        assert torch.equal(model(**inputs, emotion=labels), before)
+        assert torch.equal(model(x, t, replace(cond, emotion=labels)), before)
 
 
 def test_stage_two_ignores_the_reference_expression_only():
     """The reference frame shows its clip's emotion: a stage-two model must not read it (but still
     reads x_c and the rest of the reference motion)."""
     model = stage_two_model(perturb_controller=True)
-    inputs = make_inputs(batch=2)
-    out = model(**inputs, emotion=torch.tensor([1, 5]))
-    other_exp = inputs["id_feat"].clone()
+    x, t, cond = make_inputs(batch=2)
+    cond.emotion = torch.tensor([1, 5])
+    out = model(x, t, cond)
+    other_exp = cond.id_feat.clone()
     other_exp[:, REF_EXP] += 1.0  # another reference expression
-    assert torch.equal(model(**dict(inputs, id_feat=other_exp), emotion=torch.tensor([1, 5])), out)
-    other_kp = inputs["id_feat"].clone()
+    assert torch.equal(model(x, t, replace(cond, id_feat=other_exp)), out)
+    other_kp = cond.id_feat.clone()
     other_kp[:, :63] += 1.0  # another identity
-    assert not torch.allclose(model(**dict(inputs, id_feat=other_kp), emotion=torch.tensor([1, 5])), out)
-    kept = model(**dict(inputs, id_feat=other_exp), emotion=torch.tensor([1, 5]), ref_drop=torch.zeros(2, dtype=torch.bool))
+    assert not torch.allclose(model(x, t, replace(cond, id_feat=other_kp)), out)
+    kept = model(x, t, replace(cond, id_feat=other_exp), Drops(ref_exp=torch.zeros(2, dtype=torch.bool)))
     assert not torch.allclose(kept, out)  # an explicit mask overrides the rule
 
 
 def test_pose_never_depends_on_emotion():
     model = stage_two_model(perturb_controller=True)
-    inputs = make_inputs(batch=2)
-    outs = [model(**inputs, emotion=torch.full((2,), e)) for e in range(NULL_EMOTION + 1)]
+    x, t, cond = make_inputs(batch=2)
+    outs = [model(x, t, replace(cond, emotion=torch.full((2,), e))) for e in range(NULL_EMOTION + 1)]
     for out in outs[1:]:
         assert torch.equal(out[..., 63:], outs[0][..., 63:])  # pose head reads the trunk only
     assert not torch.allclose(outs[1][..., :63], outs[5][..., :63])  # expression does change
@@ -83,32 +92,32 @@ def test_pose_never_depends_on_emotion():
 
 def test_emotion_without_controller_and_bad_labels_raise():
     model = MotionDiT(tiny_config()).eval()
+    x, t, cond = make_inputs(batch=2)
     with pytest.raises(ValueError, match="no emotion controller"):
-        model(**make_inputs(batch=2), emotion=torch.tensor([1, 2]))
+        model(x, t, replace(cond, emotion=torch.tensor([1, 2])))
     model = stage_two_model()
     with pytest.raises(ValueError, match=r"labels in \[0, 8\]"):
-        model(**make_inputs(batch=2), emotion=torch.tensor([1, 9]))
+        model(x, t, replace(cond, emotion=torch.tensor([1, 9])))
     with pytest.raises(ValueError, match="must equal the DiT width"):
         build_emotion_controller(EmotionControllerConfig(width=32), model.config)
 
 
 def test_nested_cfg_equals_three_separate_forwards():
     model = stage_two_model(perturb_controller=True)
-    inputs = make_inputs(batch=2)
-    x_t, t = inputs.pop("x_t"), inputs.pop("t")
+    x_t, t, cond = make_inputs(batch=2)
     emotion = torch.tensor([1, 6])
     calls = []
     model.register_forward_hook(lambda m, args, kwargs, out: calls.append(out.shape[0]), with_kwargs=True)
-    eps = guided_eps(model, x_t, t, {**inputs, "emotion": emotion}, w_a=1.5, w_e=2.0)
+    eps = guided_eps(model, x_t, t, replace(cond, emotion=emotion), w_a=1.5, w_e=2.0)
     assert calls == [6]  # the three passes in one batched forward
     drop, keep, null = (
         torch.tensor([True, True]),
         torch.tensor([False, False]),
         torch.full((2,), NULL_EMOTION),
     )
-    e00 = model(x_t, t, **inputs, audio_drop=drop, emotion=null)
-    ea0 = model(x_t, t, **inputs, audio_drop=keep, emotion=null)
-    eae = model(x_t, t, **inputs, audio_drop=keep, emotion=emotion)
+    e00 = model(x_t, t, replace(cond, emotion=null), Drops(audio=drop))
+    ea0 = model(x_t, t, replace(cond, emotion=null), Drops(audio=keep))
+    eae = model(x_t, t, replace(cond, emotion=emotion), Drops(audio=keep))
     torch.testing.assert_close(eps, e00 + 1.5 * (ea0 - e00) + 2.0 * (eae - ea0), atol=1e-4, rtol=1e-4)
 
 
@@ -123,10 +132,8 @@ def test_nested_cfg_windowed_generation_runs():
         torch.randn(2, 133),
         t_window=T,
         tp=TP,
+        settings=SamplerSettings(steps=3, w_a=1.5, w_e=1.5),
         emotion=torch.tensor([2, 5]),
-        steps=3,
-        w_a=1.5,
-        w_e=1.5,
     )
     assert out.shape == (2, n, 70) and torch.isfinite(out).all()
 
@@ -153,11 +160,9 @@ def test_freeze_stage_one_keeps_stage_one_weights_bit_identical(train_exp_head):
     schedule = NoiseSchedule.from_config(DiffusionConfig())
     model.emotion_controller.train()  # frozen trunk stays in eval mode, augment=True
     for step in range(3):
-        inputs = make_inputs(batch=4, seed=step)
-        audio_drop, emotion = stage_two_condition_drop(torch.randint(0, 8, (4,)))
-        cond = {k: v for k, v in inputs.items() if k not in ("x_t", "t")}
-        cond.update(audio_drop=audio_drop, emotion=emotion, augment=True)
-        loss = training_loss(model, schedule, inputs["x_t"], cond)["loss"]
+        x, _, cond = make_inputs(batch=4, seed=step)
+        audio_drop, cond.emotion = stage_two_condition_drop(torch.randint(0, 8, (4,)))
+        loss = training_loss(model, schedule, x, cond, Drops(audio=audio_drop, augment=True))["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import Tensor, nn
 
 from models.clock import SAMPLES_PER_FRAME
 from models.syncnet import (

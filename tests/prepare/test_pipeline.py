@@ -77,7 +77,7 @@ def test_mead_30fps_44k_to_aligned_labelled_shards(reference, mead_tree):
     assert rej == {k: v for k, v in expect.items() if ":" not in v}
     assert json.loads((out / "summary.json").read_text())["clips"]["kept"] == 6
     assert not any("left_30" in k for k in got)  # views=[front]
-    from pl_modules.cli import main
+    from pl_modules.commands import main
 
     assert main(["shards", "check", str(out)]) == 0  # `playmate shards check`
 
@@ -167,7 +167,7 @@ def test_two_array_tasks_plus_merge_equal_one_task(reference, mead_tree, tmp_pat
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from pl_modules.cli import main; sys.exit(main(sys.argv[1:]))",
+    return [sys.executable, "-c", "import sys; from pl_modules.commands import main; sys.exit(main(sys.argv[1:]))",
             "prepare", str(ROOT / "configs" / "prepare.yaml"), *args]
 
 
@@ -226,7 +226,7 @@ def test_kill_prepare_subprocess_then_resume_with_real_face_model(mead_tree, tmp
 
 
 def test_cli_errors_exit_2(tmp_path, capsys):
-    from pl_modules.cli import main
+    from pl_modules.commands import main
 
     base = ["prepare", str(ROOT / "configs" / "prepare.yaml"), "dataset=mead", f"input={tmp_path}",
             f"output={tmp_path}/o"]
@@ -242,7 +242,7 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 def test_sync_filter_corrects_offset_and_rejects(tmp_path, monkeypatch):
     """filters.sync: offset 2 → 2 frames trimmed with exact alignment (mp4 re-encoded); low confidence → rejected."""
-    from metrics import sync
+    from models import syncnet as sync
 
     raw = tmp_path / "raw"
     write_video(raw / "a.mp4", seconds=3.6, seed=1)

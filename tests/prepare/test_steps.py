@@ -161,7 +161,7 @@ def test_alignment_and_yaw_checks():
 @pytest.mark.parametrize("offset,conf,expect", [(2, 5.0, "video_later"), (-3, 5.0, "audio_later"), (0, 1.0, "low"),
                                                 (9, 6.0, "offset")])
 def test_sync_correct_shifts_or_rejects(monkeypatch, offset, conf, expect):
-    from metrics import sync
+    from models import syncnet as sync
 
     monkeypatch.setattr(sync, "sync_scores", lambda net, f, a, vshift=15: (offset, conf, 7.0))
     crops = np.arange(100, dtype=np.uint8)[:, None, None, None].repeat(256, 1).repeat(256, 2).repeat(3, 3)

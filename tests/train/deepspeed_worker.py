@@ -21,14 +21,12 @@ def run(rank: int, world: int, port: int, out: str, batch: dict) -> None:
     torch.set_num_threads(1)
     import deepspeed
 
-    from configs.loader import load_config
-    from configs.schema import ExperimentConfig
+    from configs.loader import load_experiment
     from models.motion import MotionStats
     from pl_modules.module import MotionDiffusionModule
-    from pl_modules.train import resolve
 
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-    cfg = resolve(load_config(ExperimentConfig, "configs/stage1.yaml", ["model=tiny", "data.train_shards=[x]"]))
+    cfg = load_experiment("configs/stage1.yaml", ["model=tiny", "data.train_shards=[x]"])
     torch.manual_seed(0)
     module = MotionDiffusionModule(cfg, MotionStats.identity())
     module.configure_model()

@@ -77,7 +77,7 @@ def test_stage2_requires_init_from(monkeypatch):
 
 
 def test_cli_prints_one_line_and_exits_2(capsys):
-    from pl_modules.cli import main
+    from pl_modules.commands import main
 
     assert main(["train", str(ROOT / "stage1.yaml"), "data.batch_sise=8", *DATA]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,7 +85,7 @@ def test_cli_prints_one_line_and_exits_2(capsys):
 
 
 def test_bad_paths_print_one_line_naming_the_key(tmp_path, capsys):
-    from pl_modules.cli import main
+    from pl_modules.commands import main
 
     assert main(["train", str(ROOT / "stage1.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r'}",
                  f"data.train_shards=[{tmp_path / 'nope'}]"]) == 2

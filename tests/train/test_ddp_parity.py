@@ -11,14 +11,13 @@ import torch
 from tests.helpers import write_random_dataset
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from configs.loader import load_config
-from configs.schema import ExperimentConfig
+from configs.loader import load_experiment
 from datamodules.motion_wds import WindowMaker, collate_windows, load_motion_stats
 from datamodules.shards import iter_tar_samples
 from datamodules.contract import decode_sample
 from models.diffusion.loss import training_loss
+from models.dit import Drops
 from pl_modules.module import MotionDiffusionModule
-from pl_modules.train import resolve
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +53,8 @@ class ReplayModule(MotionDiffusionModule):
         gens = [torch.Generator().manual_seed(zlib.crc32(f"{k}/{self.global_step}".encode())) for k in batch["key"]]
         noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens])
         t = torch.stack([torch.randint(0, 1000, (), generator=g) for g in gens])
-        out = training_loss(self.model, self.schedule, x0, self.conditions(batch), t=t, noise=noise)
+        drops = Drops(context=~batch["has_context"])
+        out = training_loss(self.model, self.schedule, x0, self.condition(batch), drops, t=t, noise=noise)
         self.losses.append(float(self.all_gather(out["loss"].detach()).mean()))
         return out["loss"]
 
@@ -72,9 +72,9 @@ class ReplayModule(MotionDiffusionModule):
 
 
 def _fit(ds: Path, out: Path, devices: int) -> list[float]:
-    cfg = resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", [
+    cfg = load_experiment(ROOT / "configs" / "stage1.yaml", [
         "model=tiny", "trainer=cpu", f"data.train_shards=[{ds}]", "model.dropout=0.0", "model.audio_dropout_prob=0.0",
-        "model.start_token_prob=0.0", "model.context_noise_max=0.0", "optim.warmup_steps=0", "optim.lr=1e-3"]))
+        "model.start_token_prob=0.0", "model.context_noise_max=0.0", "optim.warmup_steps=0", "optim.lr=1e-3"])
     module = ReplayModule(cfg, load_motion_stats([str(ds)]), str(out))
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
                          max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,

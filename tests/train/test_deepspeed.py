@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from configs.loader import ConfigError, load_config
+from configs.loader import ConfigError, load_experiment
 from configs.schema import ExperimentConfig
-from pl_modules.train import build_strategy, resolve
+from pl_modules.train import build_strategy
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(*ov: str) -> ExperimentConfig:
-    return resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", *ov]))
+    return load_experiment(ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", *ov])
 
 
 def test_deepspeed_strategy_from_config():
@@ -46,7 +46,7 @@ def test_zero2_checkpoint_exports_to_fp32_on_cpu(tmp_path: Path, monkeypatch):
     import torch.multiprocessing as mp
 
     from pl_modules.checkpoints import load_motion_model
-    from pl_modules.cli import main
+    from pl_modules.commands import main
     from tests.train.deepspeed_worker import run
 
     monkeypatch.chdir(ROOT)
@@ -79,9 +79,9 @@ def test_deepspeed_stage2_bf16_trains_resumes_exports_on_gpu(tmp_path: Path):
     ov = ["model=B", "trainer=deepspeed_stage_2", "trainer.devices=1", "logger=none", f"run_dir={tmp_path / 'run'}",
           f"data.train_shards=[{tmp_path / 'ds'}]", "data.batch_size=8", "data.num_workers=2",
           "trainer.ckpt_every_n_steps=5", "trainer.val_every_n_steps=0"]
-    t1 = train(resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", [*ov, "trainer.max_steps=10"])))
+    t1 = train(load_experiment(ROOT / "configs" / "stage1.yaml", [*ov, "trainer.max_steps=10"]))
     assert t1.global_step == 10 and (tmp_path / "run" / "checkpoints" / "last.ckpt" / "checkpoint").is_dir()
-    t2 = train(resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", [*ov, "trainer.max_steps=15"])))
+    t2 = train(load_experiment(ROOT / "configs" / "stage1.yaml", [*ov, "trainer.max_steps=15"]))
     assert t2.global_step == 15
     model, _, _ = load_motion_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from configs.loader import load_config
-from configs.schema import ExperimentConfig
+from configs.loader import load_experiment
 from datamodules.synthetic import synthesize_dataset
-from metrics.evaluation import load_clips
-from metrics.synthetic import emotion_control, generate_for_clips, heldout_mouth_correlation, pose_statistics
+from datamodules.clips import load_clips
 from models.dit import MotionDiT
-from pl_modules.checkpoints import export, load_motion_model
+from pl_modules.checkpoints import export
+from pl_modules.evaluation.probes import emotion_control, generate_for_clips, heldout_mouth_correlation, pose_statistics
+from pl_modules.inference.generator import MotionGenerator
 from pl_modules.demo import DemoConfig, _overrides
-from pl_modules.train import resolve, train
+from pl_modules.train import train
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +42,7 @@ def stage1(world):
     os.environ["PLAYMATE_PROGRESS"] = "0"
     c = DemoConfig(stage1_steps=1500)
     ov = [o for o in _overrides(c, world / "run1", c.stage1_steps, world / "train", world / "val") if "logger" not in o]
-    train(resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml", [*ov, "logger=none"])))
+    train(load_experiment(ROOT / "configs" / "stage1.yaml", [*ov, "logger=none"]))
     return export(world / "run1" / "checkpoints" / "last.ckpt", world / "exp1")
 
 
@@ -50,13 +50,13 @@ def test_stage1_learns_lip_sync(world, stage1):
     """At the default audio guidance w_a = 1.5. Measured (1,500 steps, tiny, cosine lr, no dropout,
     8 held-out clips): r = 0.883; with dropout 0.1 0.895, and with a constant lr 0.672. Untrained: −0.01."""
     val = load_clips([str(world / "val")], 8)
-    model, cfg, stats = load_motion_model(stage1)
-    assert cfg["diffusion"]["w_a"] == 1.5
-    r = heldout_mouth_correlation(model, cfg, stats, val, steps=20)
-    untrained = MotionDiT(model.config)
+    gen = MotionGenerator.from_checkpoint(stage1)
+    assert gen.config.diffusion.w_a == 1.5
+    r = heldout_mouth_correlation(gen, val, steps=20)
+    untrained = MotionDiT(gen.model.config)
     torch.nn.init.normal_(untrained.pose_mlp[-1].weight, std=0.02)  # not the zero output of init: a real
     torch.nn.init.normal_(untrained.exp_mlp[-1].weight, std=0.02)  # random network's predictions
-    r0 = heldout_mouth_correlation(untrained.eval(), cfg, stats, val, steps=20)
+    r0 = heldout_mouth_correlation(MotionGenerator(untrained.eval(), gen.stats, gen.config, gen.encoder), val, steps=20)
     print(f"held-out mouth/audio r: trained {r:.3f}, untrained {r0:.3f}")
     assert r >= 0.7
     assert abs(r0) < 0.2
@@ -70,17 +70,16 @@ def test_stage2_learns_emotion_control(world, stage1):
     c = DemoConfig(stage2_steps=1400)
     ov = [o for o in _overrides(c, world / "run2", c.stage2_steps, world / "train", world / "val", lr=3e-3)
           if "logger" not in o]
-    train(resolve(load_config(ExperimentConfig, ROOT / "configs" / "stage2.yaml",
-                              [*ov, "logger=none", f"stage2.init_from={stage1}"])))
-    model2, cfg2, stats2 = load_motion_model(export(world / "run2" / "checkpoints" / "last.ckpt", world / "exp2"))
-    model1, cfg1, stats1 = load_motion_model(stage1)
+    train(load_experiment(ROOT / "configs" / "stage2.yaml",
+                              [*ov, "logger=none", f"stage2.init_from={stage1}"]))
+    gen2 = MotionGenerator.from_checkpoint(export(world / "run2" / "checkpoints" / "last.ckpt", world / "exp2"))
     val = load_clips([str(world / "val")], 4)
-    assert cfg2["diffusion"]["w_e"] == 1.5
-    r1 = heldout_mouth_correlation(model1, cfg1, stats1, val, steps=20)
-    res = emotion_control(model2, cfg2, stats2, load_clips([str(world / "train")], 64), val, steps=20)
+    assert gen2.config.diffusion.w_e == 1.5
+    r1 = heldout_mouth_correlation(MotionGenerator.from_checkpoint(stage1), val, steps=20)
+    res = emotion_control(gen2, load_clips([str(world / "train")], 64), val, steps=20)
     # The pose head never sees the label; pose changes only through the shared x_t. Baseline: how
     # much the same statistic moves between sampling seeds for one label.
-    seeds = [pose_statistics(generate_for_clips(model2, cfg2, stats2, val, 20, seed=s, emotion="neutral"))
+    seeds = [pose_statistics(generate_for_clips(gen2, val, 20, seed=s, emotion="neutral"))
              for s in range(1, 9)]
     seed_spread = {k: float(np.ptp([p[k] for p in seeds])) for k in ("pose_mean_deg", "pose_std_deg")}
     print(f"stage two: {res}, stage-one r {r1:.3f}, pose spread across seeds {seed_spread}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,9 +12,8 @@ import pytest
 import torch
 from tests.helpers import write_random_dataset
 
-from configs.loader import load_config
-from configs.schema import ExperimentConfig
-from pl_modules.train import resolve, train
+from configs.loader import load_experiment
+from pl_modules.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +32,7 @@ def tiny_overrides(ds: Path, run_dir: Path, steps: int, **extra: str) -> list[st
 
 def run(config: str, overrides: list[str]):
     os.environ["PLAYMATE_PROGRESS"] = "0"
-    return train(resolve(load_config(ExperimentConfig, ROOT / "configs" / config, overrides)))
+    return train(load_experiment(ROOT / "configs" / config, overrides))
 
 
 @pytest.fixture(scope="module")
@@ -74,29 +72,31 @@ def test_second_invocation_resumes(stage1_run, tmp_path):
 
 
 def test_export_reproduces_outputs(stage1_run, tmp_path):
-    from pl_modules.checkpoints import export, load_motion_model, model_weights, read_checkpoint
-    from pl_modules.cli import main
+    from models.dit import Condition
+    from pl_modules.checkpoints import export, load_motion_model, read_checkpoint
+    from pl_modules.commands import main
 
     tmp, _ = stage1_run
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
     assert main(["export", str(ckpt), str(tmp_path / "exp")]) == 0
     model, cfg, stats = load_motion_model(tmp_path / "exp")
     reference, _, _ = load_motion_model(ckpt)
-    sd = model_weights(read_checkpoint(ckpt))
+    sd = read_checkpoint(ckpt).weights()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 100, 70, generator=g)
-    args = (x, torch.tensor([10, 500]), torch.randn(2, 125, 1, 80, generator=g), torch.randn(2, 133, generator=g),
-            torch.randn(2, 25, 70, generator=g))
-    assert torch.equal(model(*args, augment=False), reference(*args, augment=False))
-    assert stats.exp_mean.shape == (63,) and cfg["model"]["preset"] == "tiny"
+    cond = Condition(torch.randn(2, 125, 1, 80, generator=g), torch.randn(2, 133, generator=g),
+                     torch.randn(2, 25, 70, generator=g))
+    t = torch.tensor([10, 500])
+    assert torch.equal(model(x, t, cond), reference(x, t, cond))
+    assert stats.exp_mean.shape == (63,) and cfg.model.preset == "tiny"
     export(ckpt, tmp_path / "exp_raw", use_ema=False)
     assert not torch.equal(torch.load(tmp_path / "exp_raw" / "model.pt", weights_only=True)["pose_mlp.2.weight"],
                            torch.load(tmp_path / "exp" / "model.pt", weights_only=True)["pose_mlp.2.weight"])
 
 
 def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path, monkeypatch):
-    from pl_modules.checkpoints import export, model_weights, read_checkpoint
+    from pl_modules.checkpoints import export, read_checkpoint
     from pl_modules.module import MotionDiffusionModule
 
     training_modules: list[set[str]] = []  # names of modules in train mode at each training step
@@ -109,7 +109,7 @@ def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path, monkeypatc
     monkeypatch.setattr(MotionDiffusionModule, "training_step", recording_step)
     tmp, _ = stage1_run
     exp_dir = export(tmp / "run" / "checkpoints" / "last.ckpt", tmp_path / "exp")
-    start = model_weights(read_checkpoint(exp_dir))
+    start = read_checkpoint(exp_dir).weights()
     trainer = run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "run2", steps=5,
                                                  **{"stage2.init_from": str(exp_dir), "optim.lr": "1e-2"}))
     assert len(training_modules) == 5  # including the step after validation (step 4)
@@ -128,7 +128,7 @@ def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path, monkeypatc
 
 def test_stage2_rejects_a_mismatched_checkpoint(stage1_run, tmp_path):
     tmp, _ = stage1_run
-    with pytest.raises(ValueError, match="does not match the model"):
+    with pytest.raises(ValueError, match="do not match the model"):
         run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "r", steps=1, model="S",
                                           **{"stage2.init_from": str(tmp / "run" / "checkpoints" / "last.ckpt")}))
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
 
 from tests.helpers import write_random_dataset
 from tests.train.test_train import run, tiny_overrides

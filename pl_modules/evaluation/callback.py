@@ -1,4 +1,4 @@
-"""EvaluationCallback: the evaluation core (metrics/evaluation.py) every N optimiser steps in training.
+"""EvaluationCallback: the evaluator (pl_modules/evaluation/evaluator.py) every N optimiser steps in training.
 
 At global_step % every_n_steps == 0 (once per step, also under gradient accumulation):
     EMA weights swapped in (when an EMACallback holds them) → this rank's clips (fixed list, split
@@ -20,13 +20,17 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from metrics.evaluation import EvalClip, EvalResult, EvaluationConfig, Evaluator, MotionGenerator, load_clips, split_for_rank
+from configs.schema import EvaluationConfig
+from datamodules.clips import EvalClip, load_clips, split_for_rank
+from pl_modules.callbacks import EMACallback
+from pl_modules.evaluation.evaluator import EvalResult, Evaluator
+from pl_modules.inference.generator import MotionGenerator
 
 log = logging.getLogger(__name__)
 
 
 class EvaluationCallback(pl.Callback):
-    """Periodic generation + metrics on a fixed validation set (DESIGN §9)."""
+    """Periodic generation + metrics on a fixed validation set (docs/evaluation.md)."""
 
     def __init__(self, config: EvaluationConfig, data: list[str], every_n_steps: int,
                  out_dir: str | Path | None = None, evaluator: Evaluator | None = None) -> None:
@@ -66,7 +70,7 @@ class EvaluationCallback(pl.Callback):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EvalResult:
         """Run the evaluation now (all ranks) and log it; returns the result."""
         self._ensure_ready(trainer, pl_module)
-        ema = next((cb for cb in trainer.callbacks if type(cb).__name__ == "EMACallback"), None)
+        ema = next((cb for cb in trainer.callbacks if isinstance(cb, EMACallback)), None)
         swapped = bool(ema is not None and getattr(ema, "shadow", None))
         if swapped:
             ema.swap_in(pl_module)
@@ -111,7 +115,7 @@ class EvaluationCallback(pl.Callback):
         """Sample clips as mp4 with their audio: generated | ground truth side by side
         (rendered frames when available, else drawn keypoints)."""
         from datamodules.video import encode_mp4
-        from metrics.report import keypoint_frames
+        from pl_modules.evaluation.report import keypoint_frames
 
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = []

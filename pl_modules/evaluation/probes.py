@@ -1,4 +1,5 @@
-"""Learning measurements on the synthetic world (docs/synthetic-world.md).
+"""Measurements of generated motion: learning probes on the synthetic world (docs/synthetic-world.md) and
+window-boundary continuity (docs/generation.md).
 
 - Lip sync: Pearson r between generated mouth opening and the audio envelope on held-out audio.
 - Emotion control: a nearest-centroid classifier fitted on ground-truth synthetic motion (clip-mean
@@ -8,15 +9,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from datamodules.clips import EvalClip
 from metrics.motion import mouth_audio_correlation
 from models.emotion import EMOTIONS
 from models.motion import ANGLES, EXP
+from pl_modules.evaluation.evaluator import generate_clip
+from pl_modules.inference.generator import MotionGenerator
 
 
 class EmotionProbe:
@@ -64,34 +69,30 @@ def pose_statistics(motions: Sequence[Tensor]) -> dict[str, float]:
     }
 
 
-def generate_for_clips(model, config: dict, stats, clips, steps: int | None = None, seed: int = 0,
+def generate_for_clips(gen: MotionGenerator, clips: Sequence[EvalClip], steps: int | None = None, seed: int = 0,
                        emotion: str | None = None) -> list[Tensor]:
     """Raw generated motion (T, 70) for each held-out clip's audio and reference frame.
 
     emotion: request this label for every clip (stage two); None keeps each clip's own label
     (stage-one models ignore labels).
     """
-    import dataclasses
-
-    from metrics.evaluation import MotionGenerator, clip_seed
-
-    gen = MotionGenerator.from_config(model, config, stats)
     out = []
     for clip in clips:
         if emotion is not None:
             clip = dataclasses.replace(clip, meta={**clip.meta, "emotion": emotion})
-        out.append(gen.generate(clip, clip_seed(seed, clip.key), steps))
+        out.append(generate_clip(gen, clip, seed, steps))
     return out
 
 
-def heldout_mouth_correlation(model, config: dict, stats, clips, steps: int | None = None, seed: int = 0) -> float:
+def heldout_mouth_correlation(gen: MotionGenerator, clips: Sequence[EvalClip], steps: int | None = None,
+                              seed: int = 0) -> float:
     """Mean lag-0 mouth/audio-envelope r of motion generated for held-out clips."""
-    motions = generate_for_clips(model, config, stats, clips, steps, seed)
+    motions = generate_for_clips(gen, clips, steps, seed)
     return mean_mouth_correlation(motions, [torch.from_numpy(c.kp) for c in clips], [c.wav for c in clips])
 
 
-def emotion_control(model, config: dict, stats, train_clips, test_clips, steps: int | None = None,
-                    seed: int = 0) -> dict[str, float]:
+def emotion_control(gen: MotionGenerator, train_clips: Sequence[EvalClip], test_clips: Sequence[EvalClip],
+                    steps: int | None = None, seed: int = 0) -> dict[str, float]:
     """Stage two on the synthetic world: request every emotion for every held-out clip.
 
     Returns accuracy of the GT-fitted probe on generated motion, the mouth/audio r of the
@@ -101,7 +102,7 @@ def emotion_control(model, config: dict, stats, train_clips, test_clips, steps: 
     hits, rs, pose_means, pose_stds = [], [], [], []
     kps = [torch.from_numpy(c.kp) for c in test_clips]
     for e in EMOTIONS:
-        motions = generate_for_clips(model, config, stats, test_clips, steps, seed, emotion=e)
+        motions = generate_for_clips(gen, test_clips, steps, seed, emotion=e)
         hits += [probe.predict(m) == e for m in motions]
         rs.append(mean_mouth_correlation(motions, kps, [c.wav for c in test_clips]))
         p = pose_statistics(motions)
@@ -112,4 +113,27 @@ def emotion_control(model, config: dict, stats, train_clips, test_clips, steps: 
         "mouth_audio_r": float(np.mean(rs)),
         "pose_mean_spread_deg": float(np.ptp(pose_means)),
         "pose_std_spread_deg": float(np.ptp(pose_stds)),
+    }
+
+
+def boundary_continuity(motion: np.ndarray | Tensor, t_window: int) -> dict[str, float]:
+    """Frame-to-frame change |m[k] − m[k−1]|₂ at window boundaries (k = T, 2T, …) vs inside windows.
+
+    Returns max/mean at boundaries, max/mean/p99 inside windows; meaningful on normalised motion
+    (per-dimension z-scores) so that expression and pose weigh alike.
+    """
+    m = torch.as_tensor(motion, dtype=torch.float32)
+    step = (m[1:] - m[:-1]).norm(dim=-1)  # (N-1,): step[k-1] is the change into frame k
+    k = torch.arange(1, len(m))
+    at = k % t_window == 0
+    if not at.any() or at.all():
+        raise ValueError(f"need more than one window of {t_window} frames, got {len(m)} frames")
+    inside = step[~at]
+    return {
+        "boundary_max": step[at].max().item(),
+        "boundary_mean": step[at].mean().item(),
+        "within_max": inside.max().item(),
+        "within_mean": inside.mean().item(),
+        "within_p99": inside.quantile(0.99).item(),
+        "boundaries": int(at.sum()),
     }

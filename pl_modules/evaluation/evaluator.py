@@ -1,31 +1,28 @@
-"""Evaluation core shared by the training callback (metrics/callback.py) and `playmate evaluate`.
+"""The evaluator: generate motion for held-out clips, render it, and compute every configured metric.
 
-For every validation clip (a decoded contract sample):
-    clip audio → audio features (the model's encoder) → whole-clip motion, window by window, with a
-    fixed per-clip seed (stage two: the clip's emotion label through nested CFG) → de-normalised with
-    the reference (first) frame's pose as pose mean, as at inference
+For every clip (a decoded contract sample, `datamodules.clips`):
+    clip audio + reference (first) frame ─► `MotionGenerator` (the one generation path; fixed
+    per-clip seed; stage two: the clip's emotion label through nested CFG) ─► raw motion
     → motion statistics of generated and ground-truth motion (no network)
     → when a face model is configured and the clip has video: render the generated motion from the
       clip's first video frame (its motion/kp from the shard), compare with the ground-truth frames:
       FID, FVD (I3D), Sync-C/D (SyncNet), CSIM (ArcFace), PSNR/SSIM, LPIPS.
 Feature networks come from configured local weights files. With `random_weights=True` the
-unconfigured ones are built with deterministic random weights from this package, and the result
-says RANDOM WEIGHTS everywhere (protocol, title, W&B). Metrics whose network is neither configured
-nor allowed random are skipped, and the reason is recorded.
+unconfigured ones are built with deterministic random weights, and the result says RANDOM WEIGHTS
+everywhere (protocol, title, W&B). Metrics whose network is neither configured nor allowed random
+are skipped, and the reason is recorded.
 
-Distributed: every rank evaluates its own clips (`split_for_rank`: no clip on two ranks), metric
-states are synced by torchmetrics in `compute()` (a collective: every rank must call `run`), and
-per-clip rows are gathered to every rank.
+Distributed: every rank evaluates its own clips (`split_for_rank`), metric states are synced by
+torchmetrics in `compute()` (a collective: every rank must call `run`), per-clip rows are gathered
+to every rank.
 
 Shape legend: T frames (25 fps) · S = 640·T audio samples (16 kHz) · H = W = eval_size pixels.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -35,236 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.diffusion.schedule import DiffusionConfig, NoiseSchedule
-from models.diffusion.windowed import generate_windowed
-from models.dit import reference_id_feat
-from models.emotion import EMOTIONS
-from models.motion import POSE, MotionStats, denormalize_motion
+from configs.schema import EvaluationConfig
+from datamodules.clips import EvalClip
+from models.clock import SAMPLES_PER_FRAME
+from pl_modules.inference.generator import MotionGenerator, clip_seed
+from pl_modules.inference.inputs import Reference
 
 log = logging.getLogger(__name__)
 
 RANDOM_TITLE = "RANDOM-WEIGHT FEATURE NETWORKS — numbers are not comparable"
-METRICS = ("motion", "fid", "fvd", "sync", "csim", "psnr", "ssim", "lpips")
-NETWORK_METRICS = ("fid", "fvd", "sync", "csim", "lpips")
-SAMPLES_PER_FRAME = 640
 RANDOM_SEED = 0  # random-weight networks are deterministic: same numbers for the same inputs
-
-
-@dataclass
-class EvaluationConfig:
-    """Everything that changes an evaluation number (printed in the report's protocol block)."""
-
-    num_clips: int = 8  # validation clips, all ranks together (the first N of the data, in shard order)
-    max_frames: int = 250  # frames per clip generated and scored (10 s at 25 fps); 0 = whole clip
-    sample_seed: int = 1234  # per-clip noise seed = sample_seed + crc32(clip key): independent of rank split
-    sampling_steps: int | None = None  # DDIM steps; None = the checkpoint's diffusion.sampling_steps
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # subset of METRICS
-    face_model_dir: str | None = None  # LivePortrait weights dir (base_models/): enables rendering
-    face_model_preset: str = "full"  # "tiny" only for test/demo weights (write_random_weights(cfg="tiny"))
-    render_batch_size: int = 8
-    eval_size: int = 256  # side at which frames are compared: GT mp4 is native 256, renders (512) downscaled
-    fid_weights: str | None = None  # torch-fidelity Inception file (pt_inception-2015-12-05); needs torch-fidelity
-    fvd_weights: str | None = None  # i3d_pretrained_400.pt (piergiaj / VideoGPT port)
-    fvd_clip_len: int = 16  # I3D clip length (≥ 9); clips shorter than this are not in FVD (counted)
-    syncnet_weights: str | None = None  # syncnet_v2.model (joonson/syncnet_python)
-    arcface_weights: str | None = None  # insightface arcface_torch backbone.pth
-    arcface_arch: str = "r100"
-    lpips_weights: str | None = None  # alexnet-owt-7be5be79.pth; needs torchvision
-    random_weights: bool = False  # unconfigured networks get random weights (numbers NOT comparable)
-    num_videos: int = 2  # clips kept as samples (videos in W&B, frame strips in the report)
-
-    def __post_init__(self) -> None:
-        unknown = [m for m in self.metrics if m not in METRICS]
-        if unknown:
-            raise ValueError(f"eval metrics {unknown} unknown; choose from {list(METRICS)}")
-        if self.num_clips < 1 or self.eval_size < 32 or self.render_batch_size < 1:
-            raise ValueError(
-                f"need num_clips ≥ 1, eval_size ≥ 32, render_batch_size ≥ 1; got {self.num_clips}, "
-                f"{self.eval_size}, {self.render_batch_size}"
-            )
-        if self.face_model_preset not in ("full", "tiny"):
-            raise ValueError(f"face_model_preset must be 'full' or 'tiny', got {self.face_model_preset!r}")
-        if self.fvd_clip_len < 9:
-            raise ValueError(f"fvd_clip_len {self.fvd_clip_len} < 9: I3D yields no logits for shorter clips")
-
-    @classmethod
-    def from_schema(cls, eval_cfg: Any) -> EvaluationConfig:
-        """From configs.schema.EvalConfig (dataclass, DictConfig or dict): every field of the same
-        name is taken, the others keep their defaults (so the schema may grow field by field)."""
-        get = eval_cfg.get if isinstance(eval_cfg, dict) else lambda k, d=None: getattr(eval_cfg, k, d)
-        values = {f: get(f) for f in cls.__dataclass_fields__ if get(f) is not None}
-        if "metrics" in values:
-            values["metrics"] = list(values["metrics"])
-        return cls(**values)
-
-
-# ------------------------------------------------------------------------------------------------
-# Validation clips and the rank split
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class EvalClip:
-    """One validation clip (decoded contract sample, cut to max_frames)."""
-
-    key: str
-    motion: np.ndarray  # (T, 70) float32 raw ground-truth motion
-    kp: np.ndarray  # (21, 3) canonical keypoints x_c
-    wav: np.ndarray  # (S,) int16, S = 640·T
-    meta: dict[str, Any]
-    mp4: bytes | None = None  # 256×256 face crop video (first T frames are used)
-    audio_feats: np.ndarray | None = None  # (T, L, C) precomputed encoder features
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.motion.shape[0])
-
-
-def split_for_rank(items: Sequence[Any], rank: int, world: int) -> list[Any]:
-    """Items of this rank: items[rank::world]. Ranks are disjoint and together cover every item once."""
-    if world < 1 or not 0 <= rank < world:
-        raise ValueError(f"need 0 ≤ rank < world, got rank {rank}, world {world}")
-    return list(items[rank::world])
-
-
-def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_key: str = "--data") -> list[EvalClip]:
-    """The first `num_clips` valid clips of the shards (dataset dirs, globs, brace URLs), in shard order.
-
-    Every rank loads the same list (deterministic), then takes `split_for_rank`. Bad samples are
-    skipped with a warning naming shard and key.
-    """
-    from pathlib import Path
-
-    from datamodules.contract import ContractError, decode_sample, validate_sample
-    from datamodules.motion_wds import resolve_shards
-    from datamodules.shards import iter_tar_samples
-
-    clips: list[EvalClip] = []
-    bad = 0
-    for url in resolve_shards(list(data), config_key):
-        for raw in iter_tar_samples(Path(url)):
-            try:
-                s = validate_sample(decode_sample(raw))
-            except ContractError as e:
-                bad += 1
-                log.warning("evaluation: skipping bad sample (%s)", e)
-                continue
-            n = s["motion"].shape[0] if max_frames <= 0 else min(max_frames, s["motion"].shape[0])
-            feats = s.get("audio_feats")
-            clips.append(EvalClip(
-                key=s["__key__"], motion=s["motion"][:n].astype(np.float32), kp=s["kp"].astype(np.float32),
-                wav=s["wav"][: n * SAMPLES_PER_FRAME], meta=s["meta"], mp4=s.get("mp4"),
-                audio_feats=None if feats is None else feats[:n],
-            ))
-            if len(clips) >= num_clips:
-                return clips
-    if not clips:
-        raise ValueError(f"{config_key}: {list(data)} held no valid clip ({bad} bad samples)")
-    return clips
-
-
-# ------------------------------------------------------------------------------------------------
-# Generation
-# ------------------------------------------------------------------------------------------------
-
-
-def clip_seed(base: int, key: str) -> int:
-    """Per-clip seed: the same clip gets the same noise whatever the rank split."""
-    return (base + zlib.crc32(key.encode())) % (2**63 - 1)
-
-
-@dataclass
-class MotionGenerator:
-    """A motion model with what whole-clip generation needs (built from a module or a checkpoint)."""
-
-    model: nn.Module
-    stats: MotionStats
-    diffusion: DiffusionConfig
-    t_window: int
-    tp: int
-    audio_features: Callable[[EvalClip, torch.device], Tensor]  # clip → (1, T, L, C) on device
-
-    @classmethod
-    def from_config(cls, model: nn.Module, config: dict[str, Any], stats: MotionStats) -> MotionGenerator:
-        """From a checkpoint's config dict (pl_modules.checkpoints.load_motion_model)."""
-        encoder: list[nn.Module] = []
-
-        def features(clip: EvalClip, device: torch.device) -> Tensor:
-            if config["data"].get("audio_source", "wav") == "precomputed":
-                if clip.audio_feats is None:
-                    raise ValueError(f"{clip.key}: the model uses precomputed audio features but the clip has no audio.npy")
-                return torch.from_numpy(clip.audio_feats.astype(np.float32))[None].to(device)
-            if not encoder:
-                from models.audio import AudioEncoderConfig, build_audio_encoder
-
-                encoder.append(build_audio_encoder(AudioEncoderConfig(**config["audio"])).eval().requires_grad_(False))
-            wav = torch.from_numpy(clip.wav.astype(np.float32) / 32768.0)[None].to(device)  # (1, S)
-            with torch.no_grad():
-                return encoder[0].to(device)(wav, clip.num_frames).float()  # (1, T, L, C)
-
-        m = config["model"]
-        return cls(model, stats, DiffusionConfig(**config["diffusion"]), m["t_window"], m["tp"], features)
-
-    @classmethod
-    def from_module(cls, module: Any) -> MotionGenerator:
-        """From a training MotionDiffusionModule: its (possibly EMA-swapped) weights and audio encoder."""
-
-        def features(clip: EvalClip, device: torch.device) -> Tensor:
-            t = clip.num_frames
-            if module.cfg.data.audio_source == "precomputed":
-                audio = torch.from_numpy(clip.audio_feats.astype(np.float32))[None]
-            else:
-                audio = torch.from_numpy(clip.wav.astype(np.float32) / 32768.0)[None]  # (1, S)
-            batch = {"audio": audio.to(device), "motion": torch.zeros(1, t, 70, device=device)}
-            return module.audio_features(batch).float()  # (1, T, L, C)
-
-        c = module.cfg
-        return cls(module.model, module.stats, c.diffusion, c.model.t_window, c.model.tp, features)
-
-    @torch.no_grad()
-    def generate(self, clip: EvalClip, seed: int, steps: int | None = None) -> Tensor:
-        """Raw generated motion (T, 70) float32 on CPU for the clip's audio and reference frame."""
-        device = next(self.model.parameters()).device
-        d = self.diffusion
-        first = torch.from_numpy(clip.motion[0]).float()  # (70,) reference frame
-        id_feat = reference_id_feat(torch.from_numpy(clip.kp).float()[None], first[None], self.stats).to(device)  # (1, 133)
-        emotion, w_e = None, None
-        label = clip.meta.get("emotion")
-        if getattr(self.model, "emotion_controller", None) is not None and label is not None:
-            emotion, w_e = torch.tensor([EMOTIONS.index(label)], device=device), d.w_e
-        was_training = self.model.training
-        self.model.eval()
-        dtype = next(self.model.parameters()).dtype  # bf16 under DeepSpeed bf16: sample in autocast
-        amp = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-        try:
-            with amp:
-                x = generate_windowed(
-                    self.model, NoiseSchedule.from_config(d), self.audio_features(clip, device), id_feat,
-                    self.t_window, self.tp, num_frames=clip.num_frames, emotion=emotion, sampler=d.sampler,
-                    steps=steps or d.sampling_steps, eta=d.eta, w_a=d.w_a, w_e=w_e,
-                    generator=torch.Generator(device).manual_seed(seed),
-                )  # (1, T, 70) normalised
-        finally:
-            self.model.train(was_training)
-        return denormalize_motion(x[0].float().cpu(), self.stats, first[POSE])  # (T, 70)
-
-
-# ------------------------------------------------------------------------------------------------
-# Feature networks and metrics
-# ------------------------------------------------------------------------------------------------
-
-
-class ResizedFeatures(nn.Module):
-    """uint8 (N, 3, H, W) → resize to size×size, [−1, 1] → net → (N, D): an injected FID feature network."""
-
-    def __init__(self, net: nn.Module, size: int, num_features: int, weights_note: str) -> None:
-        super().__init__()
-        self.net, self.size, self.num_features, self.weights_note = net, size, num_features, weights_note
-        self.resize_mode = f"bilinear antialias to {size}x{size}, x/127.5-1"
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = F.interpolate(x.float(), size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
-        return self.net(x / 127.5 - 1.0).double()  # (N, D)
 
 
 def _random(build: Callable[[], nn.Module]) -> nn.Module:
@@ -277,11 +54,12 @@ def _random(build: Callable[[], nn.Module]) -> nn.Module:
 def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """(metrics by name, names using random weights, skipped name → reason) for the configured set."""
     from metrics.csim import CSIM, IResNet
-    from metrics.fid import FID
+    from metrics.fid import FID, ResizedFeatures
     from metrics.fvd import FVD, FVDConfig, InceptionI3d
     from metrics.image import build_lpips, build_psnr, build_ssim
     from metrics.motion import MotionMetrics
-    from metrics.sync import SyncMetric, SyncNet
+    from metrics.sync import SyncMetric
+    from models.syncnet import SyncNet
 
     want = set(cfg.metrics)
     out: dict[str, Any] = {}
@@ -363,6 +141,15 @@ def _bgr224(frames: Tensor) -> Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
+def generate_clip(gen: MotionGenerator, clip: EvalClip, sample_seed: int, steps: int | None = None) -> Tensor:
+    """Raw generated motion (T, 70) for a held-out clip: its audio, its first frame as the reference,
+    seed = sample_seed + crc32(key), and (stage-two models) its emotion label."""
+    ref = Reference(torch.from_numpy(clip.motion[0]), torch.from_numpy(clip.kp))
+    label = clip.meta.get("emotion") if gen.has_emotion_controller else None
+    return gen.generate(clip.wav, ref, seed=clip_seed(sample_seed, clip.key), emotion=label, steps=steps,
+                        audio_feats=clip.audio_feats)
+
+
 @dataclass
 class EvalResult:
     """Global scalars, per-clip rows (all ranks), the protocol, and this rank's sample clips."""
@@ -428,7 +215,7 @@ class Evaluator:
         from metrics.motion import motion_jitter, mouth_audio_correlation, pose_distance
 
         cfg, m = self.config, self.metrics
-        gen_motion = gen.generate(clip, clip_seed(cfg.sample_seed, clip.key), cfg.sampling_steps)  # (T, 70)
+        gen_motion = generate_clip(gen, clip, cfg.sample_seed, cfg.sampling_steps)  # (T, 70)
         gt_motion = torch.from_numpy(clip.motion)
         kp, wav = torch.from_numpy(clip.kp), torch.from_numpy(clip.wav)
         row: dict[str, Any] = {"key": clip.key, "frames": clip.num_frames, "emotion": clip.meta.get("emotion")}
@@ -529,7 +316,7 @@ class Evaluator:
 
     def _protocol(self, rows: list[dict[str, Any]], not_computed: dict[str, str], random: list[str],
                   generator: MotionGenerator) -> dict[str, Any]:
-        cfg, d = self.config, generator.diffusion
+        cfg, d, m = self.config, generator.config.diffusion, generator.config.model
         per_metric: dict[str, Any] = {}
         for name, metric in self.metrics.items():
             proto = getattr(metric, "protocol", None)
@@ -544,8 +331,8 @@ class Evaluator:
             "rendered_clips": len(rendered),
             "rendered_frames": int(sum(r["rendered_frames"] for r in rendered)),
             "fvd_skipped_clips": sum(1 for r in rows if r.get("fvd_skipped")),
-            "generation": f"whole clips (≤ {cfg.max_frames or 'all'} frames), windows of {generator.t_window} "
-                          f"(context {generator.tp}), {d.sampler} {cfg.sampling_steps or d.sampling_steps} steps, "
+            "generation": f"whole clips (≤ {cfg.max_frames or 'all'} frames), windows of {m.t_window} "
+                          f"(context {m.tp}), {d.sampler} {cfg.sampling_steps or d.sampling_steps} steps, "
                           f"eta {d.eta}, w_a {d.w_a}, w_e {d.w_e} (stage two only), seed = {cfg.sample_seed} + crc32(key)",
             "resolutions": {
                 "motion": "raw 70-d motion (no image)",

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics.evaluation import RANDOM_TITLE, EvalResult
+from pl_modules.evaluation.evaluator import RANDOM_TITLE, EvalResult
 
 # metric → (direction, meaning); the order is the order of the results table
 DESCRIPTIONS: dict[str, tuple[str, str]] = {

@@ -1,0 +1,52 @@
+"""The evaluation settings: torch-free, so the `playmate evaluate` parser takes its defaults from here
+without importing the models. Part of the experiment schema (`ExperimentConfig.eval`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+METRICS = ("motion", "fid", "fvd", "sync", "csim", "psnr", "ssim", "lpips")
+
+
+@dataclass
+class EvaluationConfig:
+    """Everything that changes an evaluation number (printed in the report's protocol block).
+
+    The `eval` section of a training config (every `every_n_steps` optimiser steps; 0 = never) and
+    the settings of `playmate evaluate` (whose flags take their defaults from here).
+    """
+
+    every_n_steps: int = field(default=0, metadata={"range": (0, None)})  # training only; 0 = never
+    num_clips: int = field(default=8, metadata={"range": (1, None)})  # the first N clips of the data, all ranks
+    max_frames: int = field(default=250, metadata={"range": (0, None)})  # per clip (10 s at 25 fps); 0 = whole
+    sample_seed: int = 1234  # per-clip noise seed = sample_seed + crc32(clip key): independent of the rank split
+    sampling_steps: Optional[int] = None  # DDIM steps; None = the checkpoint's diffusion.sampling_steps
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # subset of METRICS
+    face_model_dir: Optional[str] = None  # LivePortrait weights dir (base_models/): enables rendering
+    face_model_preset: str = field(default="full", metadata={"choices": ("full", "tiny")})  # tiny: test weights
+    render_batch_size: int = field(default=8, metadata={"range": (1, None)})
+    eval_size: int = field(default=256, metadata={"range": (32, None)})  # compared side: GT 256, renders 512 → 256
+    fid_weights: Optional[str] = None  # FID Inception file (pt_inception-2015-12-05-6726825d.pth)
+    fvd_weights: Optional[str] = None  # i3d_pretrained_400.pt (piergiaj / VideoGPT port)
+    fvd_clip_len: int = field(default=16, metadata={"range": (9, None)})  # I3D needs ≥ 9 frames
+    syncnet_weights: Optional[str] = None  # syncnet_v2.model (joonson/syncnet_python)
+    arcface_weights: Optional[str] = None  # insightface arcface_torch backbone.pth
+    arcface_arch: str = field(default="r100", metadata={"choices": ("r18", "r34", "r50", "r100")})
+    lpips_weights: Optional[str] = None  # alexnet-owt-7be5be79.pth; needs torchvision
+    random_weights: bool = False  # unconfigured networks get random weights (numbers NOT comparable)
+    num_videos: int = field(default=2, metadata={"range": (0, None)})  # clips kept as samples (videos, strips)
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"metrics {unknown} unknown; choose from {list(METRICS)}")
+        if self.num_clips < 1 or self.eval_size < 32 or self.render_batch_size < 1:
+            raise ValueError(
+                f"need num_clips ≥ 1, eval_size ≥ 32, render_batch_size ≥ 1; got {self.num_clips}, "
+                f"{self.eval_size}, {self.render_batch_size}"
+            )
+        if self.face_model_preset not in ("full", "tiny"):
+            raise ValueError(f"face_model_preset must be 'full' or 'tiny', got {self.face_model_preset!r}")
+        if self.fvd_clip_len < 9:
+            raise ValueError(f"fvd_clip_len {self.fvd_clip_len} < 9: I3D yields no logits for shorter clips")

@@ -1,0 +1,79 @@
+"""Held-out clips as whole decoded samples (evaluation, synthetic-world probes) and the rank split.
+
+Every rank loads the same list in shard order (deterministic), then keeps `split_for_rank` of it, so
+no clip is evaluated twice and the per-clip seeds do not depend on the number of ranks.
+
+Shape legend: T frames (25 fps) · S = 640·T audio samples (16 kHz) · L/C encoder layers/channels.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datamodules.contract import ContractError, decode_sample, validate_sample
+from datamodules.shards import iter_tar_samples
+from models.clock import SAMPLES_PER_FRAME
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalClip:
+    """One validation clip (decoded contract sample, cut to max_frames)."""
+
+    key: str
+    motion: np.ndarray  # (T, 70) float32 raw ground-truth motion
+    kp: np.ndarray  # (21, 3) canonical keypoints x_c
+    wav: np.ndarray  # (S,) int16, S = 640·T
+    meta: dict[str, Any]
+    mp4: bytes | None = None  # 256×256 face crop video (first T frames are used)
+    audio_feats: np.ndarray | None = None  # (T, L, C) precomputed encoder features
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.motion.shape[0])
+
+
+def split_for_rank(items: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """Items of this rank: items[rank::world]. Ranks are disjoint and together cover every item once."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 ≤ rank < world, got rank {rank}, world {world}")
+    return list(items[rank::world])
+
+
+def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_key: str = "--data") -> list[EvalClip]:
+    """The first `num_clips` valid clips of the shards (dataset dirs, globs, brace URLs), in shard order.
+
+    Every rank loads the same list (deterministic), then takes `split_for_rank`. Bad samples are
+    skipped with a warning naming shard and key.
+    """
+    from datamodules.motion_wds import resolve_shards
+
+    clips: list[EvalClip] = []
+    bad = 0
+    for url in resolve_shards(list(data), config_key):
+        for raw in iter_tar_samples(Path(url)):
+            try:
+                s = validate_sample(decode_sample(raw))
+            except ContractError as e:
+                bad += 1
+                log.warning("evaluation: skipping bad sample (%s)", e)
+                continue
+            n = s["motion"].shape[0] if max_frames <= 0 else min(max_frames, s["motion"].shape[0])
+            feats = s.get("audio_feats")
+            clips.append(EvalClip(
+                key=s["__key__"], motion=s["motion"][:n].astype(np.float32), kp=s["kp"].astype(np.float32),
+                wav=s["wav"][: n * SAMPLES_PER_FRAME], meta=s["meta"], mp4=s.get("mp4"),
+                audio_feats=None if feats is None else feats[:n],
+            ))
+            if len(clips) >= num_clips:
+                return clips
+    if not clips:
+        raise ValueError(f"{config_key}: {list(data)} held no valid clip ({bad} bad samples)")
+    return clips

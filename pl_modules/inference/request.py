@@ -1,0 +1,68 @@
+"""One generation request as the `playmate generate` command states it, and its execution to files.
+
+The dataclass is the single source of the command's defaults; this module imports no torch at
+import time, so building the CLI parser stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class GenerationRequest:
+    """Audio + reference (+ emotion, pose mode) → motion .npy (+ mp4)."""
+
+    checkpoint: str  # Lightning .ckpt file, DeepSpeed .ckpt dir or `playmate export` dir
+    audio: str  # any file FFmpeg reads; resampled to 16 kHz mono
+    reference: str  # .npz (motion, kp) or a portrait image (needs face_model)
+    out: str | None = None  # motion .npy; default: the audio's name with .npy, in the working directory
+    emotion: str | None = None  # stage-two checkpoints only
+    pose_mode: str = "generated"  # generated | fixed | driving | spin
+    driving: str | None = None  # driving motion for pose_mode=driving
+    video: str | None = None  # also render an mp4 with the audio
+    face_model: str | None = None  # LivePortrait weights dir
+    face_preset: str = "full"  # full | tiny (test weights)
+    source_image: str | None = None  # portrait to animate when the reference is a .npz
+    save_reference: str | None = None  # write the reference (motion, kp) as a .npz
+    steps: int | None = None  # DDIM steps; None = the checkpoint's diffusion.sampling_steps
+    w_a: float | None = None  # audio guidance; None = the checkpoint's
+    w_e: float | None = None  # emotion guidance; None = the checkpoint's
+    seed: int = 0
+    device: str = "cpu"
+    render_batch: int = 4  # frames per renderer batch
+
+    @property
+    def out_path(self) -> Path:
+        return Path(self.out) if self.out else Path(Path(self.audio).stem + ".npy")
+
+
+def run_request(req: GenerationRequest) -> dict[str, Any]:
+    """Generate (and render) as the request says; returns {"motion": path, "frames": N, "video": path|None}."""
+    import numpy as np
+
+    from pl_modules.inference.generator import generate_motion
+    from pl_modules.inference.inputs import GenerationError, load_audio, load_reference, save_reference
+    from pl_modules.inference.render import load_face, render_video
+
+    if req.video and not req.face_model:
+        raise GenerationError("--video needs --face-model DIR (the LivePortrait weights) to render frames")
+    if req.steps is not None and req.steps < 1:
+        raise GenerationError(f"--steps must be ≥ 1, got {req.steps}")
+    face = load_face(req.face_model, req.device, req.face_preset) if req.face_model else None
+    ref = load_reference(req.reference, face)
+    if req.save_reference:
+        save_reference(req.save_reference, ref)
+    motion = generate_motion(req.checkpoint, req.audio, ref, emotion=req.emotion, pose_mode=req.pose_mode,
+                             driving=req.driving, seed=req.seed, device=req.device, steps=req.steps, w_a=req.w_a,
+                             w_e=req.w_e)
+    out = req.out_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, motion)
+    result: dict[str, Any] = {"motion": out, "frames": motion.shape[0], "video": None}
+    if req.video:
+        render_video(face, ref, motion, load_audio(req.audio), req.video, req.source_image, req.render_batch)
+        result["video"] = Path(req.video)
+    return result
