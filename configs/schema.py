@@ -40,7 +40,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW (method.md §8 item 18) with linear warm-up, then cosine decay (or constant)."""
+    """AdamW (docs/design.md: the paper states only "Adam") with linear warm-up, then cosine decay (or constant)."""
 
     lr: float = field(default=1e-4, metadata={"range": (0.0, 1.0)})
     # After warm-up: "cosine" from lr to min_lr_ratio·lr at trainer.max_steps, or "constant".
@@ -91,7 +91,7 @@ class LoggerConfig:
 
 @dataclass
 class Stage2Config:
-    """Stage two: emotion controller on the frozen stage-one DiT (DESIGN §6).
+    """Stage two: emotion controller on the frozen stage-one DiT (docs/design.md).
 
     The controller, its condition dropout (emotion.p_drop_both, emotion.p_drop_emotion) and the
     Exp-MLP flag (emotion.train_exp_head) are configured in the `emotion` section.

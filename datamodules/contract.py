@@ -39,7 +39,6 @@ from models.motion import ANGLE_LIMIT_DEG, ANGLES, MOTION_DIM, NUM_KP, POSE_DIM
 SCHEMA_VERSION = 1
 
 REQUIRED_MEMBERS = ("motion.npy", "kp.npy", "wav", "json", "sha256")
-OPTIONAL_MEMBERS = ("audio.npy", "mp4")
 REQUIRED_META = {
     "clip_id": str,
     "dataset": str,
@@ -295,11 +294,6 @@ def validate_sample(s: dict[str, Any]) -> dict[str, Any]:
         where = f"{s.get('__url__') or '?'}:{s.get('__key__') or '?'}"
         raise ContractError(f"{where}: " + "; ".join(problems))
     return s
-
-
-def validate_clip(c: ClipSample) -> None:
-    """Validate an in-memory clip exactly as it will be read back (used by the writers)."""
-    validate_sample(decode_sample(encode_sample(c)))
 
 
 def _desc(x: Any) -> str:

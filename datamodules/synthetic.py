@@ -1,4 +1,4 @@
-"""The synthetic world (DESIGN §11): a procedural talking head in the real 70-d motion space.
+"""The synthetic world (docs/synthetic-world.md): a procedural talking head in the real 70-d motion space.
 
 Every relation is a fixed, documented formula (docs/synthetic-world.md) so that learning can be
 measured against it:
@@ -79,7 +79,6 @@ BLINK_FRAMES = 5  # blink length (triangular profile, peak = 1 at the centre fra
 BLINK_DEPTH = 0.06  # upper lid moves down by BLINK_DEPTH·b[t], lower lid up by BLINK_DEPTH/3·b[t]
 
 # Emotion intensity (MEAD levels 1..3) scales the pattern by 0.5 + 0.25·intensity (0.75, 1.0, 1.25).
-INTENSITY_LEVELS = (1, 2, 3)
 
 
 def intensity_scale(intensity: float) -> float:

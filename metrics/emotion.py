@@ -2,7 +2,7 @@
 
 The classifier is any `nn.Module`; `load_classifier` fills one from a local state-dict file strictly.
 Video-level aggregation ∈ {mean_logits, mean_probs, majority_vote}; labels are mapped to the
-framework's 8 emotions by name (DESIGN §6).
+framework's 8 emotions by name (models.emotion.EMOTIONS).
 """
 
 from __future__ import annotations

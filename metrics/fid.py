@@ -1,6 +1,6 @@
 """FID: torchmetrics `FrechetInceptionDistance` with our float64 symmetric-eigen Fréchet core.
 
-Two feature paths (metrics.md §2):
+Two feature paths (docs/metrics.md):
 * an injected `nn.Module` (forward (N, …) → (N, D), attribute `num_features`; one row per image) —
   no torch-fidelity needed; the module owns its resize/normalisation (reported via `resize_mode`);
 * `feature=2048` with `weights_path` = the torch-fidelity Inception file

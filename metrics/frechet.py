@@ -1,10 +1,10 @@
 """Shared Fréchet core: float64 streaming Gaussian statistics and the symmetric-eigen trace term.
 
-FD(N(μ1, Σ1), N(μ2, Σ2)) = ‖μ1 − μ2‖² + Tr Σ1 + Tr Σ2 − 2·Tr (Σ1 Σ2)^{1/2}   (metrics.md §1.1)
+FD(N(μ1, Σ1), N(μ2, Σ2)) = ‖μ1 − μ2‖² + Tr Σ1 + Tr Σ2 − 2·Tr (Σ1 Σ2)^{1/2}
 
 Tr (Σ1 Σ2)^{1/2} = Σ √λ_i(A Σ2 A) with A = Σ1^{1/2} (symmetric, via eigh): the matrix A Σ2 A is
 symmetric PSD, so only `eigh`/`eigvalsh` are needed, never complex arithmetic and never
-`scipy.linalg.sqrtm` (whose `disp` argument is removed in SciPy 1.18; metrics.md §1.5).
+`scipy.linalg.sqrtm` (whose `disp` argument is removed in SciPy 1.18).
 
 Shape legend: N samples · D feature dim.
 """
@@ -32,7 +32,7 @@ def sqrtm_psd(sigma: Tensor) -> Tensor:
 
 
 def trace_sqrt_product(sigma1: Tensor, sigma2: Tensor) -> Tensor:
-    """Tr (Σ1 Σ2)^{1/2} in float64 by the symmetric eigen method (metrics.md §1.2)."""
+    """Tr (Σ1 Σ2)^{1/2} in float64 by the symmetric eigen method."""
     s1, s2 = _as_f64(sigma1), _as_f64(sigma2)
     a = sqrtm_psd(s1)  # (D, D)
     m = a @ s2 @ a
@@ -164,24 +164,6 @@ class FrechetDistance(Metric):
         super().reset()
         for k, v in keep.items():
             setattr(self, k, v)
-
-    def real_stats_dict(self) -> dict[str, Tensor]:
-        """Real-side sums {n, sum, cov_sum} (to cache real statistics on disk with the protocol)."""
-        return {
-            "n": self.real_features_num_samples.clone(),
-            "sum": self.real_features_sum.clone(),
-            "cov_sum": self.real_features_cov_sum.clone(),
-        }
-
-    def load_real_stats_dict(self, stats: dict[str, Tensor]) -> None:
-        """Restore real-side sums saved by `real_stats_dict`."""
-        d = self.num_features
-        if tuple(stats["sum"].shape) != (d,) or tuple(stats["cov_sum"].shape) != (d, d):
-            raise ValueError(f"real statistics have dim {tuple(stats['sum'].shape)}, metric expects ({d},)")
-        dev = self.real_features_sum.device
-        self.real_features_num_samples = torch.as_tensor(stats["n"], dtype=torch.long, device=dev)
-        self.real_features_sum = stats["sum"].to(dev, torch.float64)
-        self.real_features_cov_sum = stats["cov_sum"].to(dev, torch.float64)
 
     def protocol(self) -> dict[str, Any]:
         """Knobs and sample counts to print next to the number."""

@@ -1,6 +1,6 @@
 """FVD: Fréchet distance of I3D (Kinetics-400) 400-d logits averaged over time, per 16-frame clip.
 
-I3D is the piergiaj/VideoGPT PyTorch port (`i3d_pretrained_400.pt` key names, metrics.md §3.3):
+I3D is the piergiaj/VideoGPT PyTorch port (`i3d_pretrained_400.pt` key names):
 Unit3D = Conv3d(no bias) + BatchNorm3d + ReLU with TF-"SAME" padding computed in forward.
 The variant (weights, BN eps, logit pool, resize, scaling, covariance, clip sampling) is explicit
 in `FVDConfig` and printed by `FVD.protocol()`.
@@ -24,7 +24,7 @@ from models.weights import load_strict, weights_info
 CONFIG_KEY = "metrics.fvd.weights_path"
 RESIZES = ("direct_224_bilinear", "short_side_center_crop")
 SAMPLINGS = ("first", "random", "all_non_overlapping")
-MIN_FRAMES = 9  # SAME-padded I3D needs ≥ 9 frames for one temporal logit step (metrics.md §3.3)
+MIN_FRAMES = 9  # SAME-padded I3D needs ≥ 9 frames for one temporal logit step
 
 
 def _same_pad(x: Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> Tensor:
@@ -127,7 +127,7 @@ class InceptionI3d(nn.Module):
 
 @dataclass
 class FVDConfig:
-    """The FVD variant: every knob that changes the number (metrics.md §3.2)."""
+    """The FVD variant: every knob that changes the number."""
 
     weights_path: str | None = None  # i3d_pretrained_400.pt (VideoGPT/TATS piergiaj port)
     bn_eps: float = 1e-5  # VideoGPT/cd-fvd copy; DisCo uses 1e-3

@@ -58,10 +58,3 @@ def build_lpips(backbone_weights_path: str | Path | None, config_key: str = LPIP
         metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=kwargs.pop("normalize", True), **kwargs)
     metric.lpips_protocol = {"metric": "LPIPS (alex)", "backbone": weights_info(path, config_key), "input": "[0,1]"}
     return metric
-
-
-def image_protocol(data_range: float) -> dict[str, Any]:
-    return {
-        "psnr": f"mean of per-image PSNR, data_range={data_range}",
-        "ssim": f"torchmetrics SSIM gaussian 11x11 sigma 1.5 reflect padding, data_range={data_range}",
-    }

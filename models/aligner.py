@@ -1,7 +1,7 @@
 """Audio aligner: frozen-encoder features per motion frame → trainable self-attention → (B, S, D).
 
 The paper's Fig. 2 shows a frozen Wav2Vec followed by a trainable "Self Attn" that aligns audio to
-motion (reference/method.md §3.2, open question 7). Our reading, in order:
+motion (docs/design.md). Our reading, in order:
 
 1. input: per-frame features of all L encoder layers, already at 25 fps (`models.audio`);
 2. learned softmax weights over the L layers (one weight per layer, shared by all frames);

@@ -1,11 +1,11 @@
-"""Frozen audio encoders: 16 kHz waveform → per-video-frame features of every layer (DESIGN §5).
+"""Frozen audio encoders: 16 kHz waveform → per-video-frame features of every layer.
 
 Both encoders share one interface, ``forward(wav (B, S), num_frames) → (B, num_frames, L, C)`` at
 25 fps, so the aligner and the DiT never know which one produced their input:
 
 * ``wav2vec2``: a transformers `Wav2Vec2Model` from a local directory (never downloaded); all L
   transformer hidden states (``hidden_states[1:]``) linearly interpolated from 50 Hz to the video
-  frame count (method.md §3.2, Hallo/PM2 convention); C = hidden_size.
+  frame count (the Hallo / Playmate2 audio-processor convention); C = hidden_size.
 * ``mel``: weight-free log-mel, one STFT frame per video frame (hop 640 samples, centred on the
   middle of the video frame), L = 1, C = n_mels. torch only (no torchaudio).
 
@@ -46,11 +46,6 @@ class AudioEncoderConfig:
     n_fft: int = field(default=1024, metadata={"range": (640, 8192)})  # 64 ms window ≥ one 640-sample hop
     f_min: float = field(default=40.0, metadata={"range": (0.0, 8000.0)})  # Hz
     f_max: float = field(default=7600.0, metadata={"range": (1.0, 8000.0)})  # Hz, below Nyquist (8 kHz)
-
-    @property
-    def feature_shape(self) -> tuple[int, int]:
-        """(L, C) of this encoder's features (see `audio_feature_shape`)."""
-        return audio_feature_shape(self)
 
 
 # ------------------------------------------------------------------------------------------------

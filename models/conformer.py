@@ -25,7 +25,7 @@ def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10_000.0) -> T
     """Positions or timesteps (N,) → (N, dim) [cos | sin] features, always computed in float32.
 
     float32 on purpose: under DeepSpeed bf16 everything else is bf16, but t up to 999 and
-    frequencies up to 1 need more than bf16's 8 mantissa bits (reference/stack.md §2.2).
+    frequencies up to 1 need more than bf16's 8 mantissa bits (DeepSpeed bf16 casts every float input).
     """
     half = dim // 2
     freqs = torch.exp(

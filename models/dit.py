@@ -1,4 +1,4 @@
-"""MotionDiT: the stage-one audio-driven motion diffusion transformer (DESIGN §5, method.md §3, §9).
+"""MotionDiT: the stage-one audio-driven motion diffusion transformer (docs/design.md).
 
     audio feats ─► AudioAligner ─► (null if dropped) ─► A-Proj ─┐
     [context | x_t] ─► M-Proj (context: noised, or start token) ─┴─ + pos ─► Conformer × depth ─►
@@ -35,20 +35,20 @@ REF_EXP = slice(KP_DIM + EXP.start, KP_DIM + EXP.stop)  # the reference frame's 
 class MotionDiTConfig:
     """Configuration of MotionDiT. depth/width/heads left as None take the preset's values."""
 
-    preset: str = "B"  # one of PRESETS: tiny (tests, demo) · S · B (default, method.md §8 #9) · L
+    preset: str = "B"  # one of PRESETS: tiny (tests, demo) · S · B (default) · L
     depth: Optional[int] = None  # Conformer blocks
     width: Optional[int] = None  # D; must be divisible by heads and even (D/2 head hidden layer)
     heads: Optional[int] = None  # attention heads (head width 64 for S/B/L)
-    conv_kernel: int = 15  # depthwise conv over 15 frames = 0.6 s at 25 fps (method.md §8 #9)
+    conv_kernel: int = 15  # depthwise conv over 15 frames = 0.6 s at 25 fps
     ffn_mult: int = 4  # FFN hidden = 4·D, the Conformer/Transformer standard
-    dropout: float = 0.1  # method.md §8 #9
-    tp: int = 25  # context frames of previous motion (JoyVASA n_prev_motions=25; method.md §8 #5)
+    dropout: float = 0.1  # Conformer/DiT default
+    tp: int = 25  # context frames of previous motion (JoyVASA n_prev_motions=25)
     t_window: int = 100  # generated frames per window: 4 s at 25 fps (JoyVASA n_motions=100)
     audio_layers: int = 12  # L of the encoder features: 12 for wav2vec2-base, 1 for mel
     audio_dim: int = 768  # C of the encoder features: 768 for wav2vec2-base, n_mels for mel
     audio_window: int = 2  # ±2 frames stacked per motion frame (Playmate2/Hallo convention)
     aligner_layers: int = 2  # trainable self-attention layers of the aligner (Fig. 2 "Self Attn")
-    audio_dropout_prob: float = 0.1  # CFG: audio → learned null embedding in training (method.md §8 #12)
+    audio_dropout_prob: float = 0.1  # CFG: audio → learned null embedding in training
     start_token_prob: float = 0.1  # context → learned start token in training (how window 1 is made)
     # Reference expression → learned null in training. The reference frame of an emotional clip
     # shows that emotion; a stage-two model drops it always, so the label alone sets the emotion.
@@ -127,14 +127,14 @@ def reference_id_feat(kp_canonical: Tensor, ref_motion: Tensor, stats: MotionSta
     """f_id from a raw reference frame: (B, 21, 3), raw (B, 70) → (B, 133).
 
     The reference pose is normalised by itself (→ 0), as in training windows and at inference,
-    where the reference frame's pose is the pose mean (DESIGN §4).
+    where the reference frame's pose is the pose mean (docs/design.md).
     """
     ref = normalize_motion(ref_motion, stats, ref_motion[..., POSE])  # (B, 70)
     return make_id_feat(kp_canonical, ref)  # (B, 133)
 
 
 def mlp_head(width: int, out_dim: int) -> nn.Sequential:
-    """Pose-MLP / Exp-MLP: D → D/2 → out (method.md §8 #9)."""
+    """Pose-MLP / Exp-MLP: D → D/2 → out."""
     return nn.Sequential(nn.Linear(width, width // 2), nn.SiLU(), nn.Linear(width // 2, out_dim))
 
 
@@ -379,7 +379,7 @@ def build_motion_dit(config: MotionDiTConfig) -> MotionDiT:
 
 
 # ------------------------------------------------------------------------------------------------
-# Presets: tiny first (tests, demo), B is the default (method.md §8 #9)
+# Presets: tiny first (tests, demo), B is the default
 # ------------------------------------------------------------------------------------------------
 
 PRESETS: dict[str, dict[str, int]] = {

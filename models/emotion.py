@@ -1,4 +1,4 @@
-"""Stage two: the emotion controller (DESIGN §6, method.md §4, §8 #13–#16).
+"""Stage two: the emotion controller (docs/design.md).
 
 Two DiT blocks (adaLN-Zero) at the DiT width read the Conformer output of the window and the
 condition c = EmoEmbed(e) + T-Proj(t); their output replaces the Exp-MLP's input only. The Pose-MLP
@@ -35,7 +35,7 @@ class EmotionControllerConfig:
     heads: Optional[int] = None  # attention heads; None = the DiT's
     mlp_ratio: int = 4  # DiT block MLP hidden = 4·D (DiT)
     dropout: float = 0.0  # stage-two data are small (≈30k clips) but the blocks are tiny; off
-    train_exp_head: bool = False  # also train the Exp-MLP in stage two (method.md §8 #16: default off)
+    train_exp_head: bool = False  # also train the Exp-MLP in stage two (default off: the paper freezes the DiT)
     # Replace the reference frame's expression in f_id by the stage-one null, in training and at
     # inference. Otherwise the reference frame, which shows the clip's emotion, makes the label
     # redundant in training, and at inference the face keeps the reference's emotion.

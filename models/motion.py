@@ -1,4 +1,4 @@
-"""The 70-d motion space of a LivePortrait-style implicit face (DESIGN §3, §4).
+"""The 70-d motion space of a LivePortrait-style implicit face (docs/design.md).
 
 One place defines the per-frame layout, the rotation convention, the keypoint transform and the
 adaptive normalisation; the face model (`models.liveportrait`), the datasets and the DiT all import

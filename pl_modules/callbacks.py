@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 
 class EMACallback(pl.Callback):
-    """fp32 exponential moving average of the trainable weights (stack.md §2.5).
+    """fp32 exponential moving average of the trainable weights.
 
-    Kept outside the (possibly DeepSpeed-managed, bf16) module, updated every `every` steps from
-    the working weights, saved in the callback's state (client state survives DeepSpeed saves),
-    swapped in for validation, and used by `playmate export`.
+    Kept outside the (possibly DeepSpeed-managed) module: DeepSpeed casts module buffers to bf16, and
+    a bf16 EMA with decay 0.9999 never moves (1,000 updates towards 1.5 leave it at 1.0). Updated
+    every `every` steps from the working weights, saved in the callback's state (client state
+    survives DeepSpeed saves), swapped in for validation, and used by `playmate export`.
     """
 
     def __init__(self, decay: float = 0.999, every: int = 1) -> None:
@@ -129,7 +130,7 @@ class ThroughputCallback(pl.Callback):
 class RequeueCallback(pl.Callback):
     """SIGUSR1 → checkpoint at the next step boundary on all ranks → `scontrol requeue` → stop.
 
-    The signal handler only sets a flag (checkpointing inside a handler can hang: stack.md §1.3);
+    The signal handler only sets a flag (checkpointing inside a handler can hang: it may run mid-collective);
     the flag is max-reduced across ranks at the end of a step so every rank saves together.
     """
 

@@ -122,12 +122,6 @@ def build_model(ckpt: Checkpoint, use_ema: bool = True) -> MotionDiT:
     return model.eval()
 
 
-def load_motion_model(path: str | Path, use_ema: bool = True) -> tuple[MotionDiT, ExperimentConfig, MotionStats]:
-    """Any checkpoint form → (MotionDiT in eval mode, its typed config, its normalisation stats)."""
-    ckpt = read_checkpoint(path)
-    return build_model(ckpt, use_ema), ckpt.config, ckpt.stats
-
-
 def load_stage_one_into(module: Any, init_from: str | None) -> None:
     """Stage two: build the module's networks and load the stage-one weights (EMA when present)."""
     if not init_from:

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Offline evaluation report on one GPU (DESIGN §9, docs/evaluation.md):
+# Offline evaluation report on one GPU (docs/evaluation.md):
 #   sbatch sbatch/evaluate.sh CKPT [CKPT ...] --data SHARDS [--out DIR] [--face-model DIR]
 #          [--i3d PATH] [--syncnet PATH] [--feature-net PATH] [--arcface PATH] [--max-clips N]
 # e.g. sbatch sbatch/evaluate.sh runs/stage1/checkpoints/step*.ckpt --data "$DATA_ROOT/val" \

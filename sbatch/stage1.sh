@@ -1,5 +1,5 @@
 #!/bin/bash
-# Stage one on a SLURM cluster (DESIGN §10, reference stack.md §1.7):
+# Stage one on a SLURM cluster (docs/training.md):
 #   sbatch sbatch/stage1.sh [key=value ...]          e.g. sbatch --nodes=4 sbatch/stage1.sh optim.lr=2e-4
 # One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
 # 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Stage two (emotion controller, frozen stage-one DiT) on SLURM (DESIGN §10, reference stack.md §1.7):
+# Stage two (emotion controller, frozen stage-one DiT) on SLURM (docs/training.md):
 #   sbatch sbatch/stage2.sh stage2.init_from=runs/stage1/export [key=value ...]
 # One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
 # 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def write_random_dataset(out: Path, clips: int = 8, per_shard: int = 2, frames: int = 160, seed: int = 0,
                          emotions: bool = False, prefix: str = "rand") -> dict:
@@ -24,3 +26,47 @@ def write_random_dataset(out: Path, clips: int = 8, per_shard: int = 2, frames: 
             w.write(ClipSample(make_key(prefix, cid), m, rng.normal(size=(21, 3)).astype(np.float32),
                                rng.integers(-3000, 3000, frames * 640).astype(np.int16), meta))
     return {"dir": out}
+
+
+def tiny_overrides(ds: Path, run_dir: Path | None = None, steps: int = 4, **extra: str) -> list[str]:
+    """Overrides that shrink the real configs/stage1.yaml (or stage2.yaml) to a seconds-long CPU run."""
+    base = {
+        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t", "run_dir": str(run_dir or ds.parent / "run"),
+        "data.train_shards": f"[{ds}]", "data.val_shards": f"[{ds}]", "data.batch_size": "4",
+        "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4", "data.val_batch_size": "4",
+        "trainer.max_steps": str(steps), "trainer.ckpt_every_n_steps": "2", "trainer.val_every_n_steps": "4",
+        "trainer.limit_val_batches": "1", "diffusion.sampling_steps": "4", "optim.warmup_steps": "2",
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
+
+
+def tiny_config(ds: Path, config: str = "stage1.yaml", **extra: str):
+    """The real experiment config composed with `tiny_overrides` (typed, resolved)."""
+    from configs.loader import load_experiment
+
+    return load_experiment(ROOT / "configs" / config, tiny_overrides(ds, **extra))
+
+
+def write_checkpoint(out: Path, cfg, stats, seed: int = 0, global_step: int = 0, std: float = 0.05) -> Path:
+    """A Lightning-format checkpoint of a MotionDiffusionModule with random (non-zero) weights, written
+    the way training writes it, then exported with the production exporter; returns the export dir."""
+    import torch
+
+    from configs.loader import to_container
+    from pl_modules.checkpoints import export
+    from pl_modules.module import MotionDiffusionModule
+
+    module = MotionDiffusionModule(cfg, stats)
+    torch.manual_seed(seed)
+    module.configure_model()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # zero-initialised gates and heads would make ε̂ ≡ 0
+        for p in module.model.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "last.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                "hyper_parameters": {"config": to_container(cfg), "motion_stats": stats.to_dict()},
+                "motion_stats": stats.to_dict(), "global_step": global_step, "callbacks": {}}, ckpt)
+    return export(ckpt, out / "export")

@@ -1,7 +1,7 @@
 """Noise schedules and the forward process q(x_t | x_0) (DDPM, Ho et al. 2020; cosine: Nichol & Dhariwal 2021).
 
 The schedule is a plain object, not an nn.Module: its tables must stay float64/float32 and out of
-the model's state dict (DeepSpeed casts every module buffer to bf16; reference/stack.md §2.2).
+the model's state dict (DeepSpeed casts every module buffer to bf16).
 
 Shape legend: B batch · T frames · M = 70 motion dims · N diffusion steps (num_timesteps).
 """
@@ -20,7 +20,7 @@ SAMPLERS = ("ddim", "ddpm")
 
 @dataclass
 class DiffusionConfig:
-    """Diffusion process and sampling defaults (DESIGN §5, method.md §8 #10, §3.5)."""
+    """Diffusion process and sampling defaults (docs/design.md)."""
 
     schedule: str = "linear"  # linear β (DDPM) or cosine ᾱ (improved DDPM)
     num_timesteps: int = 1000  # N training steps; keep ≥ 500 when switching samplers (§8 #10)
@@ -28,7 +28,7 @@ class DiffusionConfig:
     beta_end: float = 0.02  # linear β_N (DDPM)
     cosine_s: float = 0.008  # cosine offset s (Nichol & Dhariwal)
     sampler: str = "ddim"  # ddim (default, fast) or ddpm (ancestral, N steps)
-    sampling_steps: int = 50  # DDIM steps (method.md §8 #10: 25–50)
+    sampling_steps: int = 50  # DDIM steps (25–50 is the usual range)
     eta: float = 0.0  # DDIM stochasticity: 0 deterministic, 1 ≈ DDPM posterior variance
     # Sampling clamps x̂_0 to ±clip_x0 (normalised units; data lie within about ±7) and re-derives ε̂
     # from it. With ε-prediction, x̂_0 = (x_t − √(1−ᾱ)ε̂)/√ᾱ amplifies ε̂ errors by 1/√ᾱ_N ≈ 157 at

@@ -1,6 +1,6 @@
 """Shared building blocks of the LivePortrait networks: coordinate grids, Gaussian heatmaps, conv blocks.
 
-Our own implementation of the conventions recorded in `reference/liveportrait_state_dicts.json`
+Our own implementation of the conventions recorded in `tests/liveportrait/data/liveportrait_state_dicts.json`
 (public release KwaiVGI/LivePortrait @ 1986663). Attribute names (conv, norm, conv1, ...) are the
 public state-dict names, so the released checkpoints load with strict=True.
 

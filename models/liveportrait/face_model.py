@@ -1,6 +1,6 @@
 """FaceModel: the four LivePortrait networks plus the motion API (extract_motion, render).
 
-Shape legend: N frames · K = 21 keypoints · 70 = motion layout of DESIGN §3 (models.motion).
+Shape legend: N frames · K = 21 keypoints · 70 = the motion layout of models.motion.
 Inputs are uint8 RGB 256×256 face crops (models.liveportrait.crop); frames become float32 in [0, 1]
 without mean/std normalisation, as the public `prepare_source`.
 """
@@ -98,7 +98,7 @@ def image_to_uint8(img: Tensor) -> np.ndarray:
 
 
 def motion_from_outputs(out: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """M's raw dict → motion (N, 70) float32 in the DESIGN §3 layout and canonical keypoints (N, 21, 3)."""
+    """M's raw dict → motion (N, 70) float32 in the models.motion layout and canonical keypoints (N, 21, 3)."""
     o = {k: v.float() for k, v in out.items()}  # the public wrapper casts half outputs back to float32
     angles = [headpose_bins_to_degrees(o[k]) for k in ("pitch", "yaw", "roll")]  # 3 × (N,)
     motion = join_motion(o["exp"], *angles, o["t"], o["scale"])  # (N, 70)

@@ -1,6 +1,6 @@
 """Deterministic random weights in the public checkpoint format, for tests, demos and CI without downloads.
 
-The files have the real keys, shapes and dtypes (reference/liveportrait_state_dicts.json) and load with
+The files have the real keys, shapes and dtypes (tests/liveportrait/data/liveportrait_state_dicts.json) and load with
 `load_face_model` exactly as the released weights do; their outputs are meaningless but finite and varied.
 """
 

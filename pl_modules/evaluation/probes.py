@@ -50,9 +50,6 @@ class EmotionProbe:
         d = (self.centroids - self.feature(motion)).norm(dim=-1)  # (8,)
         return EMOTIONS[int(d.argmin())]
 
-    def accuracy(self, motions: Sequence[Tensor | np.ndarray], labels: Sequence[str]) -> float:
-        return float(np.mean([self.predict(m) == label for m, label in zip(motions, labels)]))
-
 
 def mean_mouth_correlation(motions: Sequence[Tensor], kps: Sequence[Tensor], wavs: Sequence[np.ndarray]) -> float:
     """Mean over clips of the lag-0 Pearson r between mouth opening and the audio envelope."""

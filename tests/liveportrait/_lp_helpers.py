@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Copy of reference/liveportrait_state_dicts.json (KwaiVGI/LivePortrait @ 1986663): every key and shape.
+# The public checkpoints' state-dict manifest (KwaiVGI/LivePortrait @ 1986663): every key and shape.
 MANIFEST_PATH = Path(__file__).parent / "data" / "liveportrait_state_dicts.json"
 
 # FaceModel attribute → manifest module name.

@@ -1,4 +1,4 @@
-"""Property tests of the Fréchet core (metrics.md §6.2) and its distributed sync (§6.5)."""
+"""Property tests of the Fréchet core and its distributed sync."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_mean_shift_and_monotonic(gen: torch.Generator) -> None:
 
 
 def test_rank_deficient_matches_nuclear_norm(gen: torch.Generator) -> None:
-    """n < d: trace term equals ‖X1c X2cᵀ‖_* / √((n1−1)(n2−1)) (metrics.md §1.2)."""
+    """n < d: trace term equals ‖X1c X2cᵀ‖_* / √((n1−1)(n2−1))."""
     d, n1, n2 = 200, 60, 50
     x1 = torch.randn(n1, d, generator=gen, dtype=torch.float64)
     x2 = torch.randn(n2, d, generator=gen, dtype=torch.float64) * 1.3
@@ -82,7 +82,7 @@ def test_same_distribution_noise_floor(gen: torch.Generator) -> None:
     m = FrechetDistance(d)
     m.update(torch.randn(n, d, generator=gen), real=True)
     m.update(torch.randn(n, d, generator=gen), real=False)
-    expected = d**2 / (2 * n) + 2 * d / n  # metrics.md §1.4: 2.18 at d=64, n=1000
+    expected = d**2 / (2 * n) + 2 * d / n  # the finite-sample bias: 2.18 at d=64, n=1000
     assert 0.7 * expected < float(m.compute()) < 1.3 * expected
 
 

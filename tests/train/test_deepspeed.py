@@ -45,7 +45,7 @@ def test_zero2_checkpoint_exports_to_fp32_on_cpu(tmp_path: Path, monkeypatch):
     """2-process ZeRO-2 (gloo) checkpoint in Lightning's layout → `playmate export` → the trained weights."""
     import torch.multiprocessing as mp
 
-    from pl_modules.checkpoints import load_motion_model
+    from pl_modules.checkpoints import build_model, read_checkpoint
     from pl_modules.commands import main
     from tests.train.deepspeed_worker import run
 
@@ -59,7 +59,7 @@ def test_zero2_checkpoint_exports_to_fp32_on_cpu(tmp_path: Path, monkeypatch):
     assert (ckpt / "checkpoint" / "mp_rank_00_model_states.pt").is_file()
     assert len(list((ckpt / "checkpoint").glob("zero_pp_rank_*_optim_states.pt"))) == 2
     assert main(["export", str(ckpt), str(tmp_path / "exp")]) == 0
-    model, cfg, stats = load_motion_model(tmp_path / "exp")
+    model = build_model(read_checkpoint(tmp_path / "exp"))
     live = json.loads((tmp_path / "live.json").read_text())
     for k, v in model.state_dict().items():
         assert v.dtype == torch.float32
@@ -71,7 +71,7 @@ def test_zero2_checkpoint_exports_to_fp32_on_cpu(tmp_path: Path, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.deepspeed
 def test_deepspeed_stage2_bf16_trains_resumes_exports_on_gpu(tmp_path: Path):
-    from pl_modules.checkpoints import load_motion_model
+    from pl_modules.checkpoints import build_model, read_checkpoint
     from pl_modules.train import train
     from tests.helpers import write_random_dataset
 
@@ -83,5 +83,5 @@ def test_deepspeed_stage2_bf16_trains_resumes_exports_on_gpu(tmp_path: Path):
     assert t1.global_step == 10 and (tmp_path / "run" / "checkpoints" / "last.ckpt" / "checkpoint").is_dir()
     t2 = train(load_experiment(ROOT / "configs" / "stage1.yaml", [*ov, "trainer.max_steps=15"]))
     assert t2.global_step == 15
-    model, _, _ = load_motion_model(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    model = build_model(read_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt"))
     assert all(v.dtype == torch.float32 for v in model.state_dict().values())

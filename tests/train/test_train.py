@@ -73,14 +73,15 @@ def test_second_invocation_resumes(stage1_run, tmp_path):
 
 def test_export_reproduces_outputs(stage1_run, tmp_path):
     from models.dit import Condition
-    from pl_modules.checkpoints import export, load_motion_model, read_checkpoint
+    from pl_modules.checkpoints import build_model, export, read_checkpoint
     from pl_modules.commands import main
 
     tmp, _ = stage1_run
     ckpt = tmp / "run" / "checkpoints" / "last.ckpt"
     assert main(["export", str(ckpt), str(tmp_path / "exp")]) == 0
-    model, cfg, stats = load_motion_model(tmp_path / "exp")
-    reference, _, _ = load_motion_model(ckpt)
+    exported = read_checkpoint(tmp_path / "exp")
+    model, cfg, stats = build_model(exported), exported.config, exported.stats
+    reference = build_model(read_checkpoint(ckpt))
     sd = read_checkpoint(ckpt).weights()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
     g = torch.Generator().manual_seed(0)
