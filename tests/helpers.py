@@ -28,29 +28,38 @@ def write_random_dataset(out: Path, clips: int = 8, per_shard: int = 2, frames: 
     return {"dir": out}
 
 
-def tiny_overrides(ds: Path, run_dir: Path | None = None, steps: int = 4, **extra: str) -> list[str]:
-    """Overrides that shrink the real configs/stage1.yaml (or stage2.yaml) to a seconds-long CPU run."""
+def tiny_overrides(ds: Path | None = None, run_dir: Path | None = None, steps: int = 4, **extra: str) -> list[str]:
+    """Overrides that shrink the real configs/stage1.yaml (or stage2.yaml) to a seconds-long CPU run.
+
+    ds None: no data (configs for model-only tests); keys of `extra` override (dots allowed, e.g.
+    **{"model.tp": "4"}), group names select files (model="S").
+    """
     base = {
-        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t", "run_dir": str(run_dir or ds.parent / "run"),
-        "data.train_shards": f"[{ds}]", "data.val_shards": f"[{ds}]", "data.batch_size": "4",
-        "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4", "data.val_batch_size": "4",
-        "trainer.max_steps": str(steps), "trainer.ckpt_every_n_steps": "2", "trainer.val_every_n_steps": "4",
-        "trainer.limit_val_batches": "1", "diffusion.sampling_steps": "4", "optim.warmup_steps": "2",
+        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t",
+        "run_dir": str(run_dir or (ds.parent / "run" if ds else "runs/t")),
+        "data.train_shards": f"[{ds or 'unused'}]", "data.val_shards": f"[{ds}]" if ds else "[]",
+        "data.batch_size": "4", "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4",
+        "data.val_batch_size": "4", "trainer.max_steps": str(steps), "trainer.ckpt_every_n_steps": "2",
+        "trainer.val_every_n_steps": "4", "trainer.limit_val_batches": "1", "diffusion.sampling_steps": "4",
+        "optim.warmup_steps": "2",
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 
 
-def tiny_config(ds: Path, config: str = "stage1.yaml", **extra: str):
-    """The real experiment config composed with `tiny_overrides` (typed, resolved)."""
+def tiny_config(ds: Path | None = None, config: str = "stage1.yaml", **extra: str):
+    """The real experiment config composed with `tiny_overrides` (typed, resolved): the one way tests
+    make a small config."""
     from configs.loader import load_experiment
 
     return load_experiment(ROOT / "configs" / config, tiny_overrides(ds, **extra))
 
 
-def write_checkpoint(out: Path, cfg, stats, seed: int = 0, global_step: int = 0, std: float = 0.05) -> Path:
-    """A Lightning-format checkpoint of a MotionDiffusionModule with random (non-zero) weights, written
-    the way training writes it, then exported with the production exporter; returns the export dir."""
+def write_checkpoint(out: Path, cfg, stats, seed: int = 0, global_step: int = 0, std: float = 0.05,
+                     state_dict: dict | None = None) -> Path:
+    """A Lightning-format checkpoint of a MotionDiffusionModule, written the way training writes it, then
+    exported with the production exporter; returns the export dir. Weights: `state_dict` (a trained
+    MotionDiT's), else random and non-zero (the zero-initialised gates and heads perturbed by `std`)."""
     import torch
 
     from configs.loader import to_container
@@ -64,6 +73,8 @@ def write_checkpoint(out: Path, cfg, stats, seed: int = 0, global_step: int = 0,
     with torch.no_grad():  # zero-initialised gates and heads would make ε̂ ≡ 0
         for p in module.model.parameters():
             p.add_(std * torch.randn(p.shape, generator=g))
+    if state_dict is not None:
+        module.model.load_state_dict(state_dict, strict=True)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "last.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},

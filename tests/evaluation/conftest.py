@@ -2,44 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import tiny_config, write_checkpoint, write_random_dataset
 
 
-def tiny_config(ds: Path, **extra: str) -> object:
-    from configs.loader import load_experiment
-
-    over = {"model": "tiny", "trainer": "cpu", "logger": "none", "name": "evaltest", "data.train_shards": f"[{ds}]",
-            "data.val_shards": f"[{ds}]", "model.t_window": "16", "model.tp": "4", "diffusion.sampling_steps": "2"}
-    over.update(extra)
-    return load_experiment(ROOT / "configs" / "stage1.yaml", [f"{k}={v}" for k, v in over.items()])
+# A small model: 16-frame windows with 4 context frames, 2 DDIM steps (tests.helpers.tiny_config).
+SMALL = {"model.t_window": "16", "model.tp": "4", "diffusion.sampling_steps": "2"}
 
 
-def write_export(out: Path, ds: Path, seed: int, global_step: int) -> Path:
-    """A `playmate export`-style dir (model.pt, config.yaml, stats.json) of a random tiny MotionDiT."""
-    from configs.loader import to_container
+def small_config(ds: Path, **extra: str):
+    return tiny_config(ds, **{**SMALL, **extra})
+
+
+def small_export(out: Path, ds: Path, seed: int, global_step: int) -> Path:
+    """An export (model.pt, config.yaml, stats.json) of a random small MotionDiT, via the production exporter."""
     from datamodules.motion_wds import load_motion_stats
-    from models.dit import build_motion_dit
 
-    cfg = tiny_config(ds)
-    torch.manual_seed(seed)
-    model = build_motion_dit(cfg.model)
-    with torch.no_grad():  # the DiT's output layer is zero-initialised: perturb so checkpoints differ
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "model.pt")
-    (out / "config.yaml").write_text(yaml.safe_dump(to_container(cfg), sort_keys=False))
-    stats = load_motion_stats([str(ds)]).to_dict()
-    (out / "stats.json").write_text(json.dumps({**stats, "global_step": global_step, "ema": False}))
-    return out
+    return write_checkpoint(out, small_config(ds), load_motion_stats([str(ds)]), seed=seed, global_step=global_step)
 
 
 def face_frames(n: int, seed: int, size: int = 256) -> np.ndarray:
@@ -79,14 +61,7 @@ def write_video_dataset(out: Path, clips: int = 2, frames: int = 10, seed: int =
 @pytest.fixture(scope="session")
 def eval_assets(tmp_path_factory):
     """Random dataset (no video), video dataset, two exports (steps 10 and 20), tiny face weights."""
-    import importlib.util
-
     from models.liveportrait.testing import write_random_weights
-
-    spec = importlib.util.spec_from_file_location("tests_root_conftest", ROOT / "tests" / "conftest.py")
-    root_conftest = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(root_conftest)  # tests/conftest.py is shadowed by this conftest's module name
-    write_random_dataset = root_conftest.write_random_dataset
 
     tmp = tmp_path_factory.mktemp("evalassets")
     write_random_dataset(tmp / "ds", clips=4, per_shard=2, frames=40)
@@ -94,6 +69,6 @@ def eval_assets(tmp_path_factory):
     write_random_weights(tmp / "face", seed=0, cfg="tiny")
     return {
         "ds": tmp / "ds", "vds": tmp / "vds", "face": tmp / "face",
-        "exp1": write_export(tmp / "exp1", tmp / "ds", seed=1, global_step=10),
-        "exp2": write_export(tmp / "exp2", tmp / "ds", seed=2, global_step=20),
+        "exp1": small_export(tmp / "exp1", tmp / "ds", seed=1, global_step=10),
+        "exp2": small_export(tmp / "exp2", tmp / "ds", seed=2, global_step=20),
     }

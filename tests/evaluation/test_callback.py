@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from tests.evaluation.conftest import tiny_config
+from tests.evaluation.conftest import small_config
 
 from configs.evaluation import EvaluationConfig
 from pl_modules.evaluation.callback import EvaluationCallback
@@ -24,7 +24,7 @@ def build(ds: Path, tmp: Path, logger, max_steps: int = 2):
     from pl_modules.callbacks import EMACallback
     from pl_modules.module import MotionDiffusionModule
 
-    cfg = tiny_config(ds, **{"data.batch_size": "2", "data.num_workers": "0", "data.epoch_windows": "8",
+    cfg = small_config(ds, **{"data.batch_size": "2", "data.num_workers": "0", "data.epoch_windows": "8",
                              "trainer.max_steps": str(max_steps), "optim.warmup_steps": "1"})
     dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=0)
     dm.setup("fit")

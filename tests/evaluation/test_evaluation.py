@@ -166,7 +166,7 @@ def test_report_for_two_checkpoints_matches_core(eval_assets, tmp_path):
     md, page = report.read_text(), (out / "report.html").read_text()
     assert md.splitlines()[0] == f"# {RANDOM_TITLE}" and RANDOM_TITLE in page
     for text in ("## Protocol", "RANDOM WEIGHTS", "224x224 BGR", "### FVD variant", "clip_sampling",
-                 "generated frames (25 fps)", "exp1 (step 10)", "exp2 (step 20)", "metric_vs_step.png"):
+                 "generated frames (25 fps)", "exp1/export (step 10)", "exp2/export (step 20)", "metric_vs_step.png"):
         assert text in md, text
     assert "data:image/png;base64," in page and "<table>" in page
     for png in ("metric_vs_step.png", "per_clip_mouth_audio_r.png", "strip_vid-v000.png"):

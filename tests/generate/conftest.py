@@ -2,60 +2,40 @@
 
 from __future__ import annotations
 
-import json
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
 
 # Plausible normalisation statistics (degrees for angles, crop units for t, keypoint units for exp).
 POSE_STD = [3.0, 4.0, 2.0, 0.01, 0.01, 0.01, 0.02]
 
 
-def tiny_config(**model: object) -> dict:
-    """The real stage-one config composed with model=tiny, mel features (L=1, C=80)."""
-    from configs.loader import load_config, to_container
-    from configs.schema import ExperimentConfig
+def tiny_config(**model: str):
+    """The real stage-one config shrunk (tests.helpers.tiny_config), mel features (L = 1, C = 80);
+    `model` overrides fields of the model section (e.g. depth="3")."""
+    from tests.helpers import tiny_config as experiment
 
-    cfg = to_container(load_config(ExperimentConfig, ROOT / "configs" / "stage1.yaml",
-                                   ["model=tiny", "data.train_shards=[x]", "logger=none"]))
-    cfg["model"].update({"audio_layers": 1, "audio_dim": 80, **model})
-    return cfg
+    return experiment(**{f"model.{k}": str(v) for k, v in model.items()})
 
 
-@torch.no_grad()
-def randomize(model: torch.nn.Module, seed: int, std: float = 0.05) -> None:
-    """Give the zero-initialised layers (adaLN gates, head outputs) small random values, so the
-    untrained network's output depends on its inputs (at init ε̂ ≡ 0)."""
-    g = torch.Generator().manual_seed(seed)
-    for p in model.parameters():
-        if not p.any():
-            p.copy_(std * torch.randn(p.shape, generator=g))
+def write_export(out: Path, cfg, stage_two: bool = False, seed: int = 0) -> Path:
+    """An export (model.pt, config.yaml, stats.json) of a random model, via the production exporter.
 
+    Plausible statistics: zero expression mean, std 0.02, pose std POSE_STD.
+    """
+    from dataclasses import replace
 
-def write_export(out: Path, cfg: dict, stage_two: bool = False, seed: int = 0) -> Path:
-    """An export dir (model.pt, config.yaml, stats.json) as `playmate export` writes it."""
-    from models.dit import MotionDiT, MotionDiTConfig
-    from models.emotion import EmotionControllerConfig, build_emotion_controller
     from models.motion import MotionStats
+    from tests.helpers import write_checkpoint
 
-    torch.manual_seed(seed)
-    model = MotionDiT(MotionDiTConfig(**cfg["model"]))
     if stage_two:
-        model.attach_emotion_controller(build_emotion_controller(EmotionControllerConfig(**cfg["emotion"]),
-                                                                 model.config))
-    randomize(model, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / "model.pt")
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        cfg = replace(cfg, stage="stage2", stage2=replace(cfg.stage2, init_from="unused"))
     stats = MotionStats(torch.zeros(63), torch.full((63,), 0.02), torch.tensor(POSE_STD))
-    (out / "stats.json").write_text(json.dumps({**stats.to_dict(), "global_step": 0, "ema": False}))
-    return out
+    out.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(out, cfg, stats, seed=seed)
 
 
 def write_wav(path: Path, seconds: float, rate: int = 44_100, channels: int = 2, seed: int = 0) -> Path:

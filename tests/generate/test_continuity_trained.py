@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from tests.generate.conftest import tiny_config
+from tests.helpers import write_checkpoint
 
 from models.motion import POSE, MotionStats, normalize_motion
 from pl_modules.evaluation.probes import boundary_continuity
@@ -47,15 +47,14 @@ def clip_stats(clips: list) -> MotionStats:
 
 def train_tiny(cfg: dict, clips: list, stats: MotionStats, steps: int, batch: int = 16, seed: int = 0):
     """A plain training loop: random windows of Tp + T frames, adaptive normalisation as in the datamodule."""
-    from models.audio import AudioEncoderConfig, build_audio_encoder
+    from models.audio import build_audio_encoder
     from models.diffusion import NoiseSchedule, training_loss
-    from models.diffusion.schedule import DiffusionConfig
-    from models.dit import MotionDiT, MotionDiTConfig, make_id_feat
+    from models.dit import Condition, MotionDiT, make_id_feat
 
     torch.manual_seed(seed)
-    model = MotionDiT(MotionDiTConfig(**cfg["model"]))
-    schedule = NoiseSchedule.from_config(DiffusionConfig(**cfg["diffusion"]))
-    enc = build_audio_encoder(AudioEncoderConfig(**cfg["audio"]))
+    model = MotionDiT(cfg.model)
+    schedule = NoiseSchedule.from_config(cfg.diffusion)
+    enc = build_audio_encoder(cfg.audio)
     data = []
     for c in clips:
         n = len(c.motion)
@@ -73,7 +72,7 @@ def train_tiny(cfg: dict, clips: list, stats: MotionStats, steps: int, batch: in
         starts = [int(rng.integers(tp, len(x) - t + 1)) for x, _, _ in picks]
         win = torch.stack([x[s - tp : s + t] for (x, _, _), s in zip(picks, starts)])  # (B, Tp+T, 70)
         aud = torch.stack([a[s - tp : s + t] for (_, a, _), s in zip(picks, starts)])  # (B, Tp+T, 1, 80)
-        cond = {"audio": aud, "id_feat": torch.stack([f for _, _, f in picks]), "context": win[:, :tp]}
+        cond = Condition(aud, torch.stack([f for _, _, f in picks]), win[:, :tp])
         loss = training_loss(model, schedule, win[:, tp:], cond)["loss"]
         for group in opt.param_groups:
             group["lr"] = 1e-3 * min(1.0, (step + 1) / 20)
@@ -94,11 +93,7 @@ def test_trained_model_is_continuous_across_window_boundaries(tmp_path):
     t0 = time.perf_counter()
     model, loss = train_tiny(cfg, clips, stats, STEPS)
     train_s = time.perf_counter() - t0
-    ckpt = tmp_path / "export"
-    ckpt.mkdir()
-    torch.save(model.state_dict(), ckpt / "model.pt")
-    (ckpt / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    (ckpt / "stats.json").write_text(json.dumps(stats.to_dict()))
+    ckpt = write_checkpoint(tmp_path / "ckpt", cfg, stats, state_dict=model.state_dict())
 
     ref = Reference(torch.from_numpy(clips[0].motion[0]), torch.from_numpy(clips[0].kp))
     wav = synth_audio(30.0, seed=7)  # int16 16 kHz, 750·640 samples

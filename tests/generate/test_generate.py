@@ -178,14 +178,14 @@ def test_stage_two_emotion_changes_expression(stage2_ckpt, audio_short, referenc
 
 def test_mismatched_audio_encoder_and_weights(tmp_path, audio_short, reference_npz):
     cfg = tiny_config()
-    cfg["audio"]["n_mels"] = 40  # the DiT was built for 80 mel bands
+    cfg.audio.n_mels = 40  # the DiT was built for 80 mel bands
     ckpt = write_export(tmp_path / "enc", cfg)
     with pytest.raises(GenerationError, match=r"expects audio features.*\(1, 80\).*\(1, 40\)"):
         generate_motion(ckpt, audio_short, reference_npz, steps=STEPS)
     other = write_export(tmp_path / "other", tiny_config(depth=3))
-    (tmp_path / "enc" / "model.pt").write_bytes((other / "model.pt").read_bytes())  # weights of another shape
+    (ckpt / "model.pt").write_bytes((other / "model.pt").read_bytes())  # weights of another shape
     with pytest.raises(GenerationError, match="cannot load checkpoint.*do not match the model.*unexpected key"):
-        generate_motion(tmp_path / "enc", audio_short, reference_npz, steps=STEPS)
+        generate_motion(ckpt, audio_short, reference_npz, steps=STEPS)
     with pytest.raises(GenerationError, match="cannot load checkpoint.*does not exist"):
         generate_motion(tmp_path / "nowhere", audio_short, reference_npz)
 

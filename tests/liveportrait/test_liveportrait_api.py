@@ -115,6 +115,7 @@ def test_load_face_model_api(tiny_weights_dir, tiny_cfg):
     assert model.device == torch.device("cpu")
 
 
+@pytest.mark.slow  # writes and loads the four public-size files (about 500 MB)
 def test_full_extract_motion_from_real_format_weights(full_model, frames):
     motion, kp = full_model.extract_motion(frames)
     assert motion.shape == (2, 70) and kp.shape == (2, 21, 3) and torch.isfinite(motion).all()

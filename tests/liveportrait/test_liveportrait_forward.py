@@ -56,6 +56,7 @@ def test_tiny_shapes_and_determinism(manifest, tiny_model):
     assert a["G"].std() > 0.01  # random weights give a non-degenerate image
 
 
+@pytest.mark.slow  # writes and loads the four public-size files (about 500 MB)
 def test_full_motion_and_appearance_shapes(manifest, full_model):
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

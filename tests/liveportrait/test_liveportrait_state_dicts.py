@@ -48,6 +48,7 @@ def test_constructor_defaults_are_public(manifest):
     assert list(cfg.motion.depths) == eff["depths"] and list(cfg.motion.dims) == eff["dims"]
 
 
+@pytest.mark.slow  # writes and loads the four public-size files (about 500 MB)
 def test_full_checkpoints_load_strict(full_weights_dir, full_model):
     base = resolve_base_models(full_weights_dir)
     assert base == full_weights_dir / "liveportrait" / "base_models"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from models.dit import ID_DIM, Condition, MotionDiTConfig
@@ -10,9 +12,12 @@ TP, T, L, C = 4, 12, 1, 16  # small context/window and a mel-like single-layer a
 
 
 def tiny_config(**overrides) -> MotionDiTConfig:
-    fields = dict(preset="tiny", tp=TP, t_window=T, audio_layers=L, audio_dim=C, dropout=0.0)
-    fields.update(overrides)
-    return MotionDiTConfig(**fields)
+    """The model section of the real stage-one config, shrunk (tests.helpers.tiny_config): Tp = 4, T = 12,
+    16 mel bands (L = 1, C = 16), no dropout; `overrides` replace MotionDiTConfig fields."""
+    from tests.helpers import tiny_config as experiment
+
+    extra = {"audio.n_mels": str(C), "model.tp": str(TP), "model.t_window": str(T), "model.dropout": "0.0"}
+    return replace(experiment(**extra).model, **overrides)
 
 
 def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> None:

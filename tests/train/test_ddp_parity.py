@@ -8,10 +8,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from tests.helpers import write_random_dataset
+from tests.helpers import tiny_config, write_random_dataset
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from configs.loader import load_experiment
 from datamodules.motion_wds import WindowMaker, collate_windows, load_motion_stats
 from datamodules.shards import iter_tar_samples
 from datamodules.contract import decode_sample
@@ -72,9 +71,8 @@ class ReplayModule(MotionDiffusionModule):
 
 
 def _fit(ds: Path, out: Path, devices: int) -> list[float]:
-    cfg = load_experiment(ROOT / "configs" / "stage1.yaml", [
-        "model=tiny", "trainer=cpu", f"data.train_shards=[{ds}]", "model.dropout=0.0", "model.audio_dropout_prob=0.0",
-        "model.start_token_prob=0.0", "model.context_noise_max=0.0", "optim.warmup_steps=0", "optim.lr=1e-3"])
+    cfg = tiny_config(ds, **{"model.dropout": "0.0", "model.audio_dropout_prob": "0.0", "model.start_token_prob": "0.0",
+                             "model.context_noise_max": "0.0", "optim.warmup_steps": "0", "optim.lr": "1e-3"})
     module = ReplayModule(cfg, load_motion_stats([str(ds)]), str(out))
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn" if devices > 1 else "auto",
                          max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,

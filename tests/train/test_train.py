@@ -10,24 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.helpers import write_random_dataset
+from tests.helpers import tiny_overrides, write_random_dataset
 
 from configs.loader import load_experiment
 from pl_modules.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tiny_overrides(ds: Path, run_dir: Path, steps: int, **extra: str) -> list[str]:
-    base = {
-        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t", "run_dir": str(run_dir),
-        "data.train_shards": f"[{ds}]", "data.val_shards": f"[{ds}]", "data.batch_size": "4",
-        "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4", "data.val_batch_size": "4",
-        "trainer.max_steps": str(steps), "trainer.ckpt_every_n_steps": "2", "trainer.val_every_n_steps": "4",
-        "trainer.limit_val_batches": "1", "diffusion.sampling_steps": "4", "optim.warmup_steps": "2",
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
 
 
 def run(config: str, overrides: list[str]):

@@ -6,7 +6,8 @@ from pathlib import Path
 
 
 from tests.helpers import write_random_dataset
-from tests.train.test_train import run, tiny_overrides
+from tests.helpers import tiny_overrides
+from tests.train.test_train import run
 
 
 def test_offline_run_with_config_plot_and_resumed_id(tmp_path: Path, monkeypatch):
