@@ -7,7 +7,8 @@ samples `--seconds` of motion through `MotionGenerator` (the path of `playmate g
 window, T = 100 + Tp = 25 context frames) with DDIM and nested CFG (3 passes per step, batched into
 one forward), as `playmate generate --emotion` does; a row with audio-only CFG (2 passes) is printed
 for comparison. Audio features are random tensors of the wav2vec2-base shape (L 12, C 768), given
-as precomputed features: the frozen audio encoder is not timed. CPU rows per intra-op thread count; CUDA rows (fp32 and bf16 autocast) when a GPU is there.
+as precomputed features: the frozen audio encoder is not timed. CPU rows per intra-op thread count;
+CUDA rows (fp32 and bf16 autocast) when a GPU is there.
 """
 
 from __future__ import annotations

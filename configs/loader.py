@@ -108,7 +108,8 @@ def experiment_from_dict(d: dict[str, Any], source: str) -> ExperimentConfig:
     try:
         obj = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.create(d)))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"{source}: stored config does not match this version's schema: {_one_line(e, base)}") from None
+        raise ConfigError(f"{source}: stored config does not match this version's schema: "
+                          f"{_one_line(e, base)}") from None
     except ValueError as e:
         raise ConfigError(f"{source}: stored config is invalid: {e}") from None
     return obj  # type: ignore[return-value]
@@ -179,7 +180,8 @@ def _yaml_layers(path: Path, overrides: list[str]) -> list[DictConfig]:
             options = sorted(p.stem for p in groups[group].glob("*.yaml"))
             hint = difflib.get_close_matches(name, options, n=1)
             raise ConfigError(
-                f"{group}={name}: no file {f}; choose one of {options}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                f"{group}={name}: no file {f}; choose one of {options}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
         layers.append(OmegaConf.create({group: OmegaConf.load(f)}))
     return [*layers, body]
@@ -196,7 +198,8 @@ def _one_line(e: OmegaConfBaseException, base: DictConfig) -> str:
         except Exception:
             options = []
         hint = difflib.get_close_matches(leaf, [str(o) for o in options], n=1)
-        fix = f"did you mean '{(parent_key + '.') if parent_key else ''}{hint[0]}'?" if hint else f"valid keys here: {options}"
+        fix = (f"did you mean '{(parent_key + '.') if parent_key else ''}{hint[0]}'?" if hint
+               else f"valid keys here: {options}")
         return f"{key}: unknown key; {fix}"
     if isinstance(e, MissingMandatoryValue):
         return f"{key}: missing mandatory value; set it in the YAML or add {key}=... on the command line"

@@ -138,5 +138,6 @@ class ExperimentConfig:
         if t.precision != "32-true" and t.accelerator == "cpu" and t.precision != "bf16-mixed":
             errors.append(("trainer.precision", f"{t.precision} needs a GPU; use 32-true or bf16-mixed on CPU"))
         if self.stage == "stage2" and not self.stage2.init_from:
-            errors.append(("stage2.init_from", "stage two starts from a stage-one checkpoint; set stage2.init_from=PATH"))
+            errors.append(("stage2.init_from",
+                           "stage two starts from a stage-one checkpoint; set stage2.init_from=PATH"))
         return errors

@@ -70,7 +70,8 @@ def precompute_audio_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
     if not (src / MANIFEST).is_file():
-        raise FileNotFoundError(f"{src}: no {MANIFEST}; precompute reads a dataset directory written by the shard writer")
+        raise FileNotFoundError(f"{src}: no {MANIFEST}; precompute reads a dataset directory "
+                                "written by the shard writer")
     if dst.resolve() == src.resolve():
         raise ValueError(f"destination {dst} is the source: write the featured copy to another directory")
     if (dst / MANIFEST).exists():

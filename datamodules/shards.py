@@ -66,7 +66,8 @@ class StatsAccumulator:
         var = np.maximum(self.exp_sumsq / self.frames - mean**2, 0.0)
         std = np.sqrt(var)
         stats = MotionStats.from_dict(
-            {"exp_mean": mean, "exp_std": np.maximum(std, 1e-4), "pose_std": np.maximum(self.pose_std_sum / self.clips, 1e-4)}
+            {"exp_mean": mean, "exp_std": np.maximum(std, 1e-4),
+             "pose_std": np.maximum(self.pose_std_sum / self.clips, 1e-4)}
         )
         return {
             **stats.to_dict(),
@@ -260,7 +261,8 @@ def check_dataset(directory: str | Path, check_video: bool = True) -> tuple[list
         summary["shards"] += 1
         problems.extend(_check_shard(d, entry, keys, summary, check_video))
     if summary["samples"] != manifest.get("num_samples"):
-        problems.append(Problem(MANIFEST, "-", f"num_samples {manifest.get('num_samples')} but shards hold {summary['samples']}"))
+        problems.append(Problem(MANIFEST, "-",
+                                f"num_samples {manifest.get('num_samples')} but shards hold {summary['samples']}"))
     return problems, summary
 
 
@@ -271,7 +273,8 @@ def _check_shard(d: Path, entry: dict, keys: dict[str, str], summary: dict, chec
     problems = []
     digest = sha256_file(path)
     if digest != entry.get("sha256"):
-        problems.append(Problem(name, "-", f"sha256 {digest[:12]}… does not match manifest {str(entry.get('sha256'))[:12]}…"))
+        problems.append(Problem(name, "-",
+                                f"sha256 {digest[:12]}… does not match manifest {str(entry.get('sha256'))[:12]}…"))
     count = 0
     try:
         for raw in iter_tar_samples(path):
@@ -285,7 +288,8 @@ def _check_shard(d: Path, entry: dict, keys: dict[str, str], summary: dict, chec
                 summary["bad_samples"] += 1
                 problems.extend(Problem(name, key, e) for e in errs)
     except (tarfile.TarError, OSError, EOFError) as e:
-        problems.append(Problem(name, "-", f"unreadable tar after {count} samples ({type(e).__name__}: {e}); truncated?"))
+        problems.append(Problem(name, "-",
+                                f"unreadable tar after {count} samples ({type(e).__name__}: {e}); truncated?"))
     summary["samples"] += count
     if count != entry.get("count"):
         problems.append(Problem(name, "-", f"manifest says {entry.get('count')} samples, shard holds {count}"))

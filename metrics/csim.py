@@ -33,7 +33,8 @@ class IBasicBlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
         self.downsample = None
         if stride != 1 or cin != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5))
+            self.downsample = nn.Sequential(nn.Conv2d(cin, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes, eps=1e-5))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
@@ -84,7 +85,8 @@ class CSIM(FeatureNetHolder, Metric):
     full_state_update = False
     higher_is_better = True
 
-    def __init__(self, net: nn.Module, pairing: str = "source_vs_gen", weights_path: str | Path | None = None, **kwargs: Any) -> None:
+    def __init__(self, net: nn.Module, pairing: str = "source_vs_gen", weights_path: str | Path | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._hide_net("net", net)
         self.pairing, self.weights_path = pairing, weights_path

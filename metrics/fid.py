@@ -43,7 +43,8 @@ class FID(FeatureNetHolder, FrechetInceptionDistance):
         if isinstance(feature, int):
             check_file(weights_path, config_key)  # never let torch-fidelity download
             try:
-                super().__init__(feature=feature, feature_extractor_weights_path=str(weights_path), antialias=RESIZES[resize], **kwargs)
+                super().__init__(feature=feature, feature_extractor_weights_path=str(weights_path),
+                                 antialias=RESIZES[resize], **kwargs)
             except ModuleNotFoundError as e:
                 raise ModuleNotFoundError(
                     f"FID with feature={feature} needs torch-fidelity (pip install torch-fidelity); "
@@ -55,13 +56,16 @@ class FID(FeatureNetHolder, FrechetInceptionDistance):
 
     def compute(self) -> Tensor:
         """FID as a float64 scalar (symmetric eigen trace term, unbiased covariance)."""
-        mu_r, cov_r = mean_cov_from_sums(self.real_features_num_samples, self.real_features_sum, self.real_features_cov_sum)
-        mu_f, cov_f = mean_cov_from_sums(self.fake_features_num_samples, self.fake_features_sum, self.fake_features_cov_sum)
+        mu_r, cov_r = mean_cov_from_sums(self.real_features_num_samples, self.real_features_sum,
+                                         self.real_features_cov_sum)
+        mu_f, cov_f = mean_cov_from_sums(self.fake_features_num_samples, self.fake_features_sum,
+                                         self.fake_features_cov_sum)
         self._synced_counts = (int(self.real_features_num_samples), int(self.fake_features_num_samples))
         return torch.tensor(frechet_distance(mu_r, cov_r, mu_f, cov_f), dtype=torch.float64)
 
     def protocol(self) -> dict[str, Any]:
-        counts = getattr(self, "_synced_counts", None) or (int(self.real_features_num_samples), int(self.fake_features_num_samples))
+        counts = (getattr(self, "_synced_counts", None)
+                  or (int(self.real_features_num_samples), int(self.fake_features_num_samples)))
         net = self.inception
         custom = self.used_custom_model
         return {

@@ -181,4 +181,5 @@ def frechet_counts(metric: Any) -> dict[str, int]:
     synced = getattr(metric, "_synced_counts", None)
     if synced is None:
         synced = (int(metric.real_features_num_samples), int(metric.fake_features_num_samples))
-    return {"n_real": synced[0], "n_fake": synced[1], "counts_synced": getattr(metric, "_synced_counts", None) is not None}
+    return {"n_real": synced[0], "n_fake": synced[1],
+            "counts_synced": getattr(metric, "_synced_counts", None) is not None}

@@ -154,7 +154,8 @@ def resize_frames(x: Tensor, mode: str, size: int = 224) -> Tensor:
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     h, w = x.shape[-2:]
     scale = size / min(h, w)
-    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(max(size, round(h * scale)), max(size, round(w * scale))), mode="bilinear",
+                      align_corners=False)
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     return x[..., top : top + size, left : left + size]
 
@@ -185,7 +186,8 @@ class FVD(FeatureNetHolder, FrechetDistance):
     @classmethod
     def from_config(cls, config: FVDConfig, config_key: str = CONFIG_KEY, **kwargs: Any) -> FVD:
         """Build I3D from `config.weights_path` (strict) and wrap it."""
-        net = InceptionI3d.from_file(config.weights_path, config_key, bn_eps=config.bn_eps, logit_pool_t=config.logit_pool_t)
+        net = InceptionI3d.from_file(config.weights_path, config_key, bn_eps=config.bn_eps,
+                                     logit_pool_t=config.logit_pool_t)
         return cls(net, config, **kwargs)
 
     @torch.inference_mode()

@@ -55,6 +55,7 @@ def build_lpips(backbone_weights_path: str | Path | None, config_key: str = LPIP
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError("LPIPS needs torchvision (AlexNet backbone); install torchvision") from e
     with _local_hub(path):
-        metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=kwargs.pop("normalize", True), **kwargs)
+        metric = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=kwargs.pop("normalize", True),
+                                                       **kwargs)
     metric.lpips_protocol = {"metric": "LPIPS (alex)", "backbone": weights_info(path, config_key), "input": "[0,1]"}
     return metric

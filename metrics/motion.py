@@ -41,7 +41,8 @@ def mouth_series(motion: Tensor, kp_c: Tensor) -> Tensor:
     return mouth_opening(transform_keypoints(kp_c.to(motion), motion))
 
 
-def mouth_audio_correlation(motion: Tensor, kp_c: Tensor, wav: Tensor | np.ndarray, max_lag: int = 5) -> tuple[float, int]:
+def mouth_audio_correlation(motion: Tensor, kp_c: Tensor, wav: Tensor | np.ndarray,
+                            max_lag: int = 5) -> tuple[float, int]:
     """(Pearson r at lag 0, lag in frames maximising r within ±max_lag; lag > 0 = mouth follows audio)."""
     mouth = mouth_series(motion, kp_c)  # (T,)
     env = audio_envelope(wav, mouth.numel())  # (T,)

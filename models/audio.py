@@ -154,10 +154,10 @@ class Wav2Vec2Encoder(nn.Module):
             x = (x - x.mean(1, keepdim=True)) / torch.sqrt(x.var(1, keepdim=True, unbiased=False) + 1e-7)
         hidden = self.model(x, output_hidden_states=True).hidden_states[1:]  # L × (B, N, C)
         h = torch.stack(hidden, dim=1)  # (B, L, N, C)
-        b, l, n, c = h.shape
-        h = h.permute(0, 1, 3, 2).reshape(b * l, c, n)  # (B·L, C, N)
+        b, layers, n, c = h.shape
+        h = h.permute(0, 1, 3, 2).reshape(b * layers, c, n)  # (B·L, C, N)
         h = F.interpolate(h, size=num_frames, mode="linear", align_corners=True)  # (B·L, C, T)
-        return h.reshape(b, l, c, num_frames).permute(0, 3, 1, 2)  # (B, T, L, C)
+        return h.reshape(b, layers, c, num_frames).permute(0, 3, 1, 2)  # (B, T, L, C)
 
 
 def _wav2vec2_dir(cfg: AudioEncoderConfig) -> Path:

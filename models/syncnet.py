@@ -48,7 +48,8 @@ def _mel2hz(mel: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def mel_filterbank(nfilt: int = 26, nfft: int = 512, sample_rate: int = SAMPLE_RATE, lowfreq: float = 0.0) -> np.ndarray:
+def mel_filterbank(nfilt: int = 26, nfft: int = 512, sample_rate: int = SAMPLE_RATE,
+                   lowfreq: float = 0.0) -> np.ndarray:
     """Triangular mel filters (nfilt, nfft//2+1), python_speech_features `get_filterbanks`."""
     mel = np.linspace(_hz2mel(lowfreq), _hz2mel(sample_rate / 2), nfilt + 2)
     bins = np.floor((nfft + 1) * _mel2hz(mel) / sample_rate)

@@ -40,7 +40,8 @@ class EMACallback(pl.Callback):
         if self._loaded is not None:
             missing = set(params) - set(self._loaded)
             if missing:
-                raise KeyError(f"EMA state in the checkpoint lacks {sorted(missing)[:5]}: was it made by another model?")
+                raise KeyError(f"EMA state in the checkpoint lacks {sorted(missing)[:5]}: "
+                               "was it made by another model?")
             self.shadow = {n: self._loaded[n].to(params[n].device, torch.float32).clone() for n in params}
         elif not self.shadow:
             self.shadow = {n: p.detach().float().clone() for n, p in params.items()}

@@ -54,7 +54,8 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpo
     """Lightning file, DeepSpeed dir or export dir → `Checkpoint`."""
     p = Path(path)
     if not p.exists():
-        raise ConfigPathError(f"{config_key}: {p} does not exist (a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
+        raise ConfigPathError(f"{config_key}: {p} does not exist "
+                              "(a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
     if p.is_dir() and (p / MODEL_FILE).is_file():
         return read_export(p)
     if p.is_dir():

@@ -55,7 +55,8 @@ def build_strategy(cfg: ExperimentConfig, per_rank_batch: int):
         from lightning.pytorch.strategies import DeepSpeedStrategy
 
         return DeepSpeedStrategy(stage=int(t.strategy[-1]), logging_batch_size_per_gpu=per_rank_batch,
-                                 allgather_bucket_size=t.deepspeed_bucket_size, reduce_bucket_size=t.deepspeed_bucket_size)
+                                 allgather_bucket_size=t.deepspeed_bucket_size,
+                                 reduce_bucket_size=t.deepspeed_bucket_size)
     if t.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -87,7 +88,8 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
     log.info("Building callbacks, logger and trainer")
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:08d}", auto_insert_metric_name=False,
-                        every_n_train_steps=cfg.trainer.ckpt_every_n_steps, save_top_k=cfg.trainer.keep_last_checkpoints,
+                        every_n_train_steps=cfg.trainer.ckpt_every_n_steps,
+                        save_top_k=cfg.trainer.keep_last_checkpoints,
                         monitor="step", mode="max", save_last=True),
         EMACallback(cfg.optim.ema_decay, cfg.optim.ema_every),
         ThroughputCallback(),

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="raw datasets -> validated shards (resumable, SLURM arrays)",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="YAML file, e.g. configs/prepare.yaml")
-    p.add_argument("overrides", nargs="*", help="key=value overrides (dataset=, input=, output=, filters.sync=true, ...)")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value overrides (dataset=, input=, output=, filters.sync=true, ...)")
     p.add_argument("--num-workers", type=int, default=None, help="CPU worker processes (same as num_workers=N)")
     p.add_argument("--merge", action="store_true", help="merge finished slices (same as action=merge)")
     p.set_defaults(func=run)

@@ -35,7 +35,8 @@ class EvaluationCallback(pl.Callback):
     def __init__(self, config: EvaluationConfig, data: list[str], every_n_steps: int,
                  out_dir: str | Path | None = None, evaluator: Evaluator | None = None) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"eval.every_n_steps must be ≥ 1 for the callback, got {every_n_steps} (0 = do not add it)")
+            raise ValueError(f"eval.every_n_steps must be ≥ 1 for the callback, got {every_n_steps} "
+                             "(0 = do not add it)")
         if not data:
             raise ValueError("evaluation needs validation shards: set data.val_shards")
         self.config, self.data, self.every_n_steps = config, list(data), every_n_steps
@@ -121,7 +122,8 @@ class EvaluationCallback(pl.Callback):
         paths = []
         for s in result.samples:
             if "gen_frames" in s:
-                frames = torch.cat([s["gen_frames"], s["gt_frames"]], dim=-1).permute(0, 2, 3, 1).numpy()  # (T, H, 2W, 3)
+                # (T, H, 2W, 3)
+                frames = torch.cat([s["gen_frames"], s["gt_frames"]], dim=-1).permute(0, 2, 3, 1).numpy()
             else:
                 frames = keypoint_frames(s["gen_motion"], s["gt_motion"], s["kp"])
             wav = np.asarray(s["wav"])[: frames.shape[0] * 640]

@@ -84,7 +84,8 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
             out["fid"] = FID(2048, weights_path=cfg.fid_weights)
         elif not unavailable("fid", "fid_weights / --feature-net"):
             net = _random(lambda: IResNet("r18"))
-            out["fid"] = FID(ResizedFeatures(net, 112, 512, "RANDOM WEIGHTS (IResNet-18 stand-in, 512-d) — not a real metric"))
+            out["fid"] = FID(ResizedFeatures(net, 112, 512,
+                                             "RANDOM WEIGHTS (IResNet-18 stand-in, 512-d) — not a real metric"))
     if "fvd" in want:
         fc = FVDConfig(weights_path=cfg.fvd_weights, clip_len=cfg.fvd_clip_len)
         if cfg.fvd_weights:
@@ -103,7 +104,8 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
                 out[name] = SyncMetric(net, weights_path=cfg.syncnet_weights, crop=crop)
     if "csim" in want:
         if cfg.arcface_weights:
-            out["csim"] = CSIM(IResNet.from_file(cfg.arcface_weights, cfg.arcface_arch), weights_path=cfg.arcface_weights)
+            out["csim"] = CSIM(IResNet.from_file(cfg.arcface_weights, cfg.arcface_arch),
+                               weights_path=cfg.arcface_weights)
         elif not unavailable("csim", "arcface_weights / --arcface"):
             out["csim"] = CSIM(_random(lambda: IResNet("r18")))
     if "psnr" in want:
@@ -226,7 +228,8 @@ class Evaluator:
         row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav)[0]
         row["exp_acceleration"] = motion_jitter(gen_motion)["exp_acceleration"]
         row["pose_angle_l1_deg"] = pose_distance(gen_motion, gt_motion)["pose_angle_l1_deg"]
-        sample = {"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav} if keep else None
+        sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav}
+                  if keep else None)
         if self.face_model is None or clip.mp4 is None:
             return row, sample
 
@@ -263,8 +266,10 @@ class Evaluator:
                     row[f"sync_c{suffix}"] = float(metric.conf[-1])
                     row[f"sync_d{suffix}"] = float(metric.min_dist[-1])
         if "csim" in m:
-            faces = F.interpolate(fake.float(), size=(112, 112), mode="bilinear", antialias=True).round().to(torch.uint8)
-            src = F.interpolate(real[:1].float(), size=(112, 112), mode="bilinear", antialias=True).round().to(torch.uint8)
+            faces = F.interpolate(fake.float(), size=(112, 112), mode="bilinear",
+                                  antialias=True).round().to(torch.uint8)
+            src = F.interpolate(real[:1].float(), size=(112, 112), mode="bilinear",
+                                antialias=True).round().to(torch.uint8)
             m["csim"].update(src, faces)
         f01, r01 = fake.float() / 255.0, real.float() / 255.0
         for name in ("psnr", "ssim", "lpips"):
@@ -320,7 +325,8 @@ class Evaluator:
         per_metric: dict[str, Any] = {}
         for name, metric in self.metrics.items():
             proto = getattr(metric, "protocol", None)
-            per_metric[name] = proto() if callable(proto) else getattr(metric, "lpips_protocol", {"metric": type(metric).__name__})
+            per_metric[name] = (proto() if callable(proto)
+                                else getattr(metric, "lpips_protocol", {"metric": type(metric).__name__}))
         rendered = [r for r in rows if "rendered_frames" in r]
         return {
             "title": RANDOM_TITLE if random else "Evaluation",
@@ -333,11 +339,14 @@ class Evaluator:
             "fvd_skipped_clips": sum(1 for r in rows if r.get("fvd_skipped")),
             "generation": f"whole clips (≤ {cfg.max_frames or 'all'} frames), windows of {m.t_window} "
                           f"(context {m.tp}), {d.sampler} {cfg.sampling_steps or d.sampling_steps} steps, "
-                          f"eta {d.eta}, w_a {d.w_a}, w_e {d.w_e} (stage two only), seed = {cfg.sample_seed} + crc32(key)",
+                          f"eta {d.eta}, w_a {d.w_a}, w_e {d.w_e} (stage two only), "
+                          f"seed = {cfg.sample_seed} + crc32(key)",
             "resolutions": {
                 "motion": "raw 70-d motion (no image)",
-                "fid": f"generated 512 → {cfg.eval_size} and GT mp4 256 → {cfg.eval_size}, then the network's own resize",
-                "fvd": f"{cfg.eval_size} frames → I3D resize (see FVD protocol), first {cfg.fvd_clip_len} frames per clip",
+                "fid": f"generated 512 → {cfg.eval_size} and GT mp4 256 → {cfg.eval_size}, "
+                       "then the network's own resize",
+                "fvd": f"{cfg.eval_size} frames → I3D resize (see FVD protocol), "
+                       f"first {cfg.fvd_clip_len} frames per clip",
                 "sync": f"{cfg.eval_size} → 224x224 BGR, whole face crop (no mouth/S3FD crop)",
                 "csim": f"{cfg.eval_size} → 112x112 whole face crop (no 5-point alignment); source = first GT frame",
                 "psnr_ssim_lpips": f"generated vs GT frame t at {cfg.eval_size}x{cfg.eval_size}, [0, 1]",

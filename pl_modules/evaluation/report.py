@@ -30,7 +30,8 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "mouth_audio_r_gt": ("ref", "same for the ground-truth motion (what the data allows)"),
     "mouth_audio_lag": ("→0", "lag (frames) maximising r, generated (> 0: mouth follows audio)"),
     "mouth_audio_lag_gt": ("ref", "same for ground truth"),
-    "pose_angle_l1_deg": ("info", "mean |Δ angle| (deg) of generated vs ground-truth head pose (not a target: pose is free)"),
+    "pose_angle_l1_deg": ("info", "mean |Δ angle| (deg) of generated vs ground-truth head pose "
+                                  "(not a target: pose is free)"),
     "pose_trans_l2": ("info", "mean ‖Δ t_xy‖ generated vs ground truth"),
     "pose_std_deg": ("≈gt", "diversity: temporal std of head angles (deg)"),
     "pose_std_deg_gt": ("ref", "same for ground truth"),
@@ -90,7 +91,8 @@ def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size:
     centre = (lo + hi) / 2
     out = np.zeros((len(idx), size, 2 * size, 3), np.uint8)
     for i in range(len(idx)):
-        for panel, (p, colour, name) in enumerate(zip(pts, ((40, 90, 200), (30, 150, 60)), ("generated", "ground truth"))):
+        for panel, (p, colour, name) in enumerate(zip(pts, ((40, 90, 200), (30, 150, 60)),
+                                                      ("generated", "ground truth"))):
             img = Image.new("RGB", (size, size), (250, 250, 250))  # one image per panel: points off it are clipped
             d = ImageDraw.Draw(img)
             xy = (p[i] - centre) * scale + size / 2  # y grows downwards, as in the image (lower lip below upper)
@@ -153,7 +155,8 @@ def metric_vs_step_plot(results: Sequence[CheckpointResult]) -> bytes | None:
         ax.plot(xs, [r.result.scalars[key] for r in pts if key in r.result.scalars], "o-", label="generated")
         gt = f"{key}_gt"
         if any(gt in r.result.scalars for r in pts):
-            ax.plot(xs, [r.result.scalars.get(gt, float("nan")) for r in pts if key in r.result.scalars], "--", color="gray", label="ground truth")
+            ax.plot(xs, [r.result.scalars.get(gt, float("nan")) for r in pts if key in r.result.scalars], "--",
+                    color="gray", label="ground truth")
             ax.legend(fontsize=7)
         ax.set_title(f"{key} ({describe(key)[0]})", fontsize=9)
         ax.set_xlabel("global step", fontsize=8)
@@ -177,7 +180,8 @@ def per_clip_plot(result: EvalResult) -> bytes | None:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(rows) + 1.5), 3.0))
     ax.bar(x - 0.2, [r["mouth_audio_r"] for r in rows], 0.4, label="generated")
     ax.bar(x + 0.2, [r["mouth_audio_r_gt"] for r in rows], 0.4, label="ground truth", color="gray")
-    ax.set_xticks(x, [r["key"] if len(r["key"]) <= 24 else "…" + r["key"][-23:] for r in rows], rotation=45, ha="right", fontsize=7)
+    ax.set_xticks(x, [r["key"] if len(r["key"]) <= 24 else "…" + r["key"][-23:] for r in rows],
+                  rotation=45, ha="right", fontsize=7)
     ax.set_ylabel("mouth/audio r")
     ax.axhline(0, color="black", lw=0.5)
     ax.legend(fontsize=7)
@@ -193,7 +197,8 @@ def describe(key: str) -> tuple[str, str]:
     """(direction, meaning) of a scalar name; *_gt / *_std / sync_* variants derive from their base."""
     if key in DESCRIPTIONS:
         return DESCRIPTIONS[key]
-    for suffix, (direction, text) in (("_gt", ("ref", "ground truth: {}")), ("_std", ("info", "std over videos of: {}"))):
+    for suffix, (direction, text) in (("_gt", ("ref", "ground truth: {}")),
+                                      ("_std", ("info", "std over videos of: {}"))):
         if key.endswith(suffix):
             base = describe(key[: -len(suffix)])
             return direction, text.format(base[1].replace(", generated", "")) if base[1] else ""
@@ -280,8 +285,9 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
     s = protocol["settings"]
     blocks: list[tuple] = [("h", 2, "Protocol")]
     if protocol["random_weights"]:
-        blocks.append(("warn", f"RANDOM WEIGHTS: {', '.join(protocol['random_weights'])} used deterministic random-weight "
-                               "networks. Their numbers only test the pipeline; they are not comparable to anything."))
+        blocks.append(("warn", f"RANDOM WEIGHTS: {', '.join(protocol['random_weights'])} used deterministic "
+                               "random-weight networks. Their numbers only test the pipeline; "
+                               "they are not comparable to anything."))
     blocks += [
         ("table", ["item", "value"], [
             ["clips", protocol["clips"]],
@@ -294,15 +300,18 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
             ["eval resolution", f"{s['eval_size']}x{s['eval_size']}"],
         ]),
         ("h", 3, "Weights files"),
-        ("table", ["metric", "network", "file", "sha256 / note"], _weights_rows(protocol) or [["—", "no feature networks", "", ""]]),
+        ("table", ["metric", "network", "file", "sha256 / note"],
+         _weights_rows(protocol) or [["—", "no feature networks", "", ""]]),
         ("h", 3, "Crops and resolutions"),
         ("table", ["metric", "input"], [[k, v] for k, v in protocol["resolutions"].items()]),
     ]
     if "fvd" in protocol["metrics"]:
         fvd = protocol["metrics"]["fvd"]
-        blocks += [("h", 3, "FVD variant"), ("table", ["knob", "value"], [[k, v] for k, v in fvd.items() if k != "weights"])]
+        blocks += [("h", 3, "FVD variant"),
+                   ("table", ["knob", "value"], [[k, v] for k, v in fvd.items() if k != "weights"])]
     if protocol["skipped"]:
-        blocks += [("h", 3, "Not computed"), ("table", ["metric", "reason"], [[k, v] for k, v in protocol["skipped"].items()])]
+        blocks += [("h", 3, "Not computed"),
+                   ("table", ["metric", "reason"], [[k, v] for k, v in protocol["skipped"].items()])]
     details = {k: v for k, v in protocol["metrics"].items()}
     blocks += [("h", 3, "Every metric's protocol()"), ("code", json.dumps(details, indent=1, default=str)),
                ("h", 3, "Settings (EvaluationConfig)"), ("code", json.dumps(s, indent=1, default=str))]
@@ -339,7 +348,8 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
                                           "value, ref = ground-truth reference, n = count."), ("table", header, rows)]
     step_png = metric_vs_step_plot(results)
     if step_png:
-        blocks += [("h", 2, "Metrics vs training step"), ("image", "metric_vs_step.png", step_png, "headline metrics vs global step")]
+        blocks += [("h", 2, "Metrics vs training step"),
+                   ("image", "metric_vs_step.png", step_png, "headline metrics vs global step")]
     last = results[-1]
     blocks.append(("h", 2, f"Per clip ({names[-1]})"))
     cols = sorted({k for row in last.result.per_clip for k in row}, key=lambda k: (k != "key", k))
@@ -350,8 +360,10 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
     if last.result.samples:
         blocks.append(("h", 2, "Frame strips: generated (top) vs ground truth (bottom)"))
         for s in last.result.samples:
-            kind = "rendered frames" if "gen_frames" in s else "driving keypoints (motion-only: no renderer configured; lips red)"
-            blocks.append(("image", f"strip_{s['key']}.png", _png(frame_strip(s)), f"{s['key']}: {kind}, evenly spaced times"))
+            kind = ("rendered frames" if "gen_frames" in s
+                    else "driving keypoints (motion-only: no renderer configured; lips red)")
+            blocks.append(("image", f"strip_{s['key']}.png", _png(frame_strip(s)),
+                           f"{s['key']}: {kind}, evenly spaced times"))
     blocks += _protocol_blocks(last.result.protocol)
     return blocks
 

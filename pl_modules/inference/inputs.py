@@ -77,7 +77,8 @@ def wav_from_array(wav: np.ndarray) -> np.ndarray:
     """Mono 16 kHz samples (S,), int16 or float in [-1, 1] → float32 with round(S/640) whole frames."""
     wav = np.asarray(wav)
     if wav.ndim != 1 or not (wav.dtype == np.int16 or np.issubdtype(wav.dtype, np.floating)):
-        raise GenerationError(f"audio array must be mono 16 kHz samples (S,), int16 or float; got {wav.dtype} {wav.shape}")
+        raise GenerationError("audio array must be mono 16 kHz samples (S,), int16 or float; "
+                              f"got {wav.dtype} {wav.shape}")
     x = wav.astype(np.float32) / 32768.0 if wav.dtype == np.int16 else wav.astype(np.float32)
     if not np.isfinite(x).all():
         raise GenerationError("audio array contains non-finite samples")
