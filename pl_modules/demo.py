@@ -19,7 +19,7 @@ import numpy as np
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo; the defaults take about 13 minutes on 2 CPU cores."""
+    """Sizes of the demo; the defaults take about 7 minutes on 2 CPU cores."""
 
     out: str = "demo_out"
     train_clips: int = 64

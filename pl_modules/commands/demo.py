@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = DemoConfig()
     p = sub.add_parser(
         "demo",
-        help="run the main job on the synthetic world (CPU, about 13 minutes) and print where each output is",
+        help="run the main job on the synthetic world (CPU, about 7 minutes) and print where each output is",
         description="Synthesize a training set (emotion-labelled) and a held-out set, train stage one (tiny "
         "MotionDiT, log-mel audio), measure lip sync on held-out audio, train stage two (emotion controller "
         "on the frozen DiT), measure emotion control, generate motion for a held-out clip, and write an "

@@ -94,7 +94,8 @@ def test_bad_paths_print_one_line_naming_the_key(tmp_path, capsys):
 
     write_random_dataset(tmp_path / "ds", clips=2, per_shard=1)
     assert main(["train", str(ROOT / "stage2.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r2'}",
-                 "data.num_workers=0", "data.batch_size=2", f"data.train_shards=[{tmp_path / 'ds'}]", "data.val_shards=[]",
+                 "data.num_workers=0", "data.batch_size=2", f"data.train_shards=[{tmp_path / 'ds'}]",
+                 "data.val_shards=[]",
                  f"stage2.init_from={tmp_path / 'missing.ckpt'}"]) == 2
     assert "stage2.init_from:" in capsys.readouterr().err
 

@@ -118,7 +118,8 @@ def test_motion_only_core_is_rank_split_invariant(eval_assets):
     gen = generator_for(eval_assets["exp1"])
     whole = Evaluator(cfg).run(gen, clips)
     assert whole.scalars["num_clips"] == 4 and not whole.random_weights
-    for k in ("mouth_audio_r", "mouth_audio_r_gt", "mouth_audio_lag", "exp_acceleration", "pose_angle_l1_deg", "pose_std_deg_gt"):
+    for k in ("mouth_audio_r", "mouth_audio_r_gt", "mouth_audio_lag", "exp_acceleration", "pose_angle_l1_deg",
+              "pose_std_deg_gt"):
         assert np.isfinite(whole.scalars[k]), k
     assert "fid" in whole.protocol["skipped"] and "face model" in whole.protocol["skipped"]["fid"]
     assert len(whole.samples) == cfg.num_videos and "gen_frames" not in whole.samples[0]

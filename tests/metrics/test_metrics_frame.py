@@ -65,13 +65,15 @@ def iresnet() -> IResNet:
 
 def test_iresnet_keys_strict_load_and_module_prefix(iresnet: IResNet, save_sd) -> None:
     sd = iresnet.state_dict()
-    for k in ("conv1.weight", "prelu.weight", "layer1.0.downsample.0.weight", "layer2.1.prelu.weight", "bn2.running_var", "features.weight"):
+    for k in ("conv1.weight", "prelu.weight", "layer1.0.downsample.0.weight", "layer2.1.prelu.weight",
+              "bn2.running_var", "features.weight"):
         assert k in sd
     assert tuple(sd["fc.weight"].shape) == (512, 25088)
     wrapped = save_sd(iresnet, "wrapped.pt", edit=lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}})
     net = IResNet.from_file(wrapped, arch="r18")
     torch.testing.assert_close(net.state_dict()["fc.bias"], sd["fc.bias"])
-    bad = save_sd(iresnet, "bad.pt", edit=lambda s: {k.replace("layer3.0.bn3", "layer3.0.bnX"): v for k, v in s.items()})
+    bad = save_sd(iresnet, "bad.pt",
+                  edit=lambda s: {k.replace("layer3.0.bn3", "layer3.0.bnX"): v for k, v in s.items()})
     with pytest.raises(WeightsError, match=r"layer3\.0\.bn3"):
         IResNet.from_file(bad, arch="r18")
     with pytest.raises(FileNotFoundError, match=r"metrics\.csim\.weights_path"):

@@ -32,7 +32,8 @@ def test_symmetry(gen: torch.Generator) -> None:
 
 def test_diagonal_closed_form(gen: torch.Generator) -> None:
     d = 32
-    a, b = torch.rand(d, generator=gen, dtype=torch.float64) + 0.1, torch.rand(d, generator=gen, dtype=torch.float64) + 0.1
+    a = torch.rand(d, generator=gen, dtype=torch.float64) + 0.1
+    b = torch.rand(d, generator=gen, dtype=torch.float64) + 0.1
     m1, m2 = torch.randn(d, generator=gen, dtype=torch.float64), torch.randn(d, generator=gen, dtype=torch.float64)
     want = float((m1 - m2).square().sum() + (a.sqrt() - b.sqrt()).square().sum())
     assert frechet_distance(m1, torch.diag(a), m2, torch.diag(b)) == pytest.approx(want, rel=1e-10)

@@ -35,7 +35,8 @@ def test_envelope_is_chunk_rms() -> None:
     wav = torch.cat([torch.full((640,), 0.5), torch.full((640,), -0.25)])
     torch.testing.assert_close(audio_envelope(wav, 2), torch.tensor([0.5, 0.25], dtype=torch.float64))
     int_wav = (wav * 32768).clamp(-32768, 32767).to(torch.int16)
-    torch.testing.assert_close(audio_envelope(int_wav, 2), torch.tensor([0.5, 0.25], dtype=torch.float64), atol=1e-4, rtol=0)
+    expected = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    torch.testing.assert_close(audio_envelope(int_wav, 2), expected, atol=1e-4, rtol=0)
     assert audio_envelope(wav, 3)[2] == 0  # missing samples count as silence
 
 

@@ -28,7 +28,9 @@ def perturb_(module: torch.nn.Module, std: float = 0.05, seed: int = 0) -> None:
             p.add_(torch.randn(p.shape, generator=g) * std)
 
 
-def make_inputs(batch: int = 3, with_context: bool = True, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Condition]:
+def make_inputs(
+    batch: int = 3, with_context: bool = True, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, Condition]:
     """(x_t (B, T, 70), t (B,), Condition with audio (B, Tp + T, L, C), f_id and an optional context)."""
     g = torch.Generator().manual_seed(seed)
     x_t = torch.randn(batch, T, 70, generator=g)

@@ -52,7 +52,8 @@ def test_missing_renamed_key_and_missing_file_fail_loudly(syncnet: SyncNet, save
     missing = save_sd(syncnet, "missing.pt", edit=lambda sd: {k: v for k, v in sd.items() if k != "netfclip.3.bias"})
     with pytest.raises(WeightsError, match=r"missing key.*netfclip\.3\.bias"):
         SyncNet.from_file(missing)
-    renamed = save_sd(syncnet, "renamed.pt", edit=lambda sd: {k.replace("netcnnaud.0.", "netcnnaud.X."): v for k, v in sd.items()})
+    renamed = save_sd(syncnet, "renamed.pt",
+                      edit=lambda sd: {k.replace("netcnnaud.0.", "netcnnaud.X."): v for k, v in sd.items()})
     with pytest.raises(WeightsError, match=r"netcnnaud\.(0|X)\.weight"):
         SyncNet.from_file(renamed)
     shape = save_sd(syncnet, "shape.pt", edit=lambda sd: {**sd, "netfcaud.3.bias": torch.zeros(3)})
@@ -115,7 +116,8 @@ def test_offset_distances_match_loop_reference() -> None:
     im, cc = torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
     v = 4
     pad = torch.nn.functional.pad(cc, (0, 0, v, v))
-    ref = torch.stack([torch.nn.functional.pairwise_distance(im[[i]].repeat(2 * v + 1, 1), pad[i : i + 2 * v + 1]) for i in range(12)])
+    dist = torch.nn.functional.pairwise_distance
+    ref = torch.stack([dist(im[[i]].repeat(2 * v + 1, 1), pad[i : i + 2 * v + 1]) for i in range(12)])
     torch.testing.assert_close(offset_distances(im, cc, v), ref)
 
 

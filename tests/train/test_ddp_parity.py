@@ -26,7 +26,8 @@ class FixedWindows(Dataset):
 
     def __init__(self, ds: Path) -> None:
         maker = WindowMaker(load_motion_stats([str(ds)]), 100, 25, "wav")
-        self.items = [maker.window(decode_sample(s), 25) for tar in sorted(ds.glob("*.tar")) for s in iter_tar_samples(tar)]
+        self.items = [maker.window(decode_sample(s), 25)
+                      for tar in sorted(ds.glob("*.tar")) for s in iter_tar_samples(tar)]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -27,7 +27,8 @@ def test_deepspeed_strategy_from_config():
     zero = s.config["zero_optimization"]
     assert zero["stage"] == 2 and zero["reduce_bucket_size"] == 5e8 and zero["allgather_bucket_size"] == 5e8
     assert s.config["train_micro_batch_size_per_gpu"] == 8
-    assert build_strategy(_cfg("trainer=deepspeed_stage_3", "trainer.devices=8"), 8).config["zero_optimization"]["stage"] == 3
+    stage3 = build_strategy(_cfg("trainer=deepspeed_stage_3", "trainer.devices=8"), 8)
+    assert stage3.config["zero_optimization"]["stage"] == 3
 
 
 def test_deepspeed_on_cpu_is_refused_before_anything_starts():

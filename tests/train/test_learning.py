@@ -1,9 +1,10 @@
 """Learning on the synthetic world (slow: minutes on CPU; `pytest -m slow`).
 
 Stage one: generated mouth opening on held-out audio correlates with the audio envelope (r ≥ 0.7 at
-the default guidance w_a = 1.5); an untrained model does not (r < 0.2). Stage two: a classifier fitted on ground-truth motion
-recognises the requested emotion in generated motion (≥ 0.8 at w_e = 1.5, chance 0.125) while lip
-sync drops by at most 0.1 and head pose moves with the label less than between sampling seeds.
+the default guidance w_a = 1.5); an untrained model does not (r < 0.2). Stage two: a classifier
+fitted on ground-truth motion recognises the requested emotion in generated motion (≥ 0.8 at
+w_e = 1.5, chance 0.125) while lip sync drops by at most 0.1 and head pose moves with the label less
+than between sampling seeds.
 """
 
 from __future__ import annotations

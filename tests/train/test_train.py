@@ -127,7 +127,8 @@ def test_stage2_rejects_a_mismatched_checkpoint(stage1_run, tmp_path):
 
 def _shims(bin_dir: Path) -> None:
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\necho $$ > "$SHIM_PID"\nexec "$@"\n')
+    (bin_dir / "srun").write_text(
+        '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\necho $$ > "$SHIM_PID"\nexec "$@"\n')
     (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$@" >> "$SCONTROL_LOG"\n')
     for f in bin_dir.iterdir():
         f.chmod(0o755)
@@ -142,7 +143,8 @@ def test_sbatch_script_under_fake_slurm_requeues_and_resumes(tmp_path):
            "SLURM_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(ROOT), "RUN_DIR": str(tmp_path / "run"),
            "EXPERIMENT": "slurmtest", "SHIM_PID": str(tmp_path / "pid"), "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
            "MASTER_ADDR": "127.0.0.1"}
-    ov = [o for o in tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=100000) if not o.startswith(("run_dir=", "name="))]
+    ov = [o for o in tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=100000)
+          if not o.startswith(("run_dir=", "name="))]
     ov = [o for o in ov if not o.startswith("trainer.val_every")] + ["trainer.val_every_n_steps=0"]
     proc = subprocess.Popen(["bash", str(ROOT / "sbatch" / "stage1.sh"), *ov], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

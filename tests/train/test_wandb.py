@@ -16,7 +16,8 @@ def test_offline_run_with_config_plot_and_resumed_id(tmp_path: Path, monkeypatch
     monkeypatch.setenv("WANDB_MODE", "")
     monkeypatch.setenv("MY_SECRET_TOKEN", "hunter2-do-not-log")
     write_random_dataset(tmp_path / "ds", clips=4, per_shard=1)
-    ov = tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=2, logger="wandb", **{"trainer.val_every_n_steps": "2"})
+    ov = tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=2, logger="wandb",
+                        **{"trainer.val_every_n_steps": "2"})
     t1 = run("stage1.yaml", ov)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "an offline run is written when no API key is configured"
