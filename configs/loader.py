@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -222,6 +223,9 @@ def _check_fields(obj: Any, prefix: str) -> None:
                 f"{key}: {value!r} is not one of {list(choices)}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
         lo, hi = f.metadata.get("range", (None, None))
+        numbers = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{key}: {value} is not a finite number; set a finite value")
         if value is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 raise ConfigError(f"{key}: {value} is out of range [{lo}, {hi}]; set a value inside it")

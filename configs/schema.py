@@ -32,7 +32,11 @@ class DataConfig:
     epoch_windows: int = field(default=20_000, metadata={"range": (1, None)})  # windows per epoch, all ranks
     windows_per_clip: int = field(default=1, metadata={"range": (1, 64)})  # windows cut per decoded clip
     audio_source: str = field(default="wav", metadata={"choices": ("wav", "precomputed")})
-    max_bad_fraction: float = field(default=0.01, metadata={"range": (0.0, 1.0)})  # then stop, naming shards
+    # Bad samples over the whole run on a rank: once min_bad_samples are bad and more than this
+    # fraction of all samples read, training stops naming the worst shards.
+    max_bad_fraction: float = field(default=0.01, metadata={"range": (0.0, 1.0)})
+    # A data worker that delivers no batch for this long is an error (a hung read), not a hang.
+    loader_timeout_s: float = field(default=600.0, metadata={"range": (1.0, None)})
     min_bad_samples: int = field(default=20, metadata={"range": (1, None)})  # before the fraction is judged
     val_max_clips: int = field(default=64, metadata={"range": (1, None)})
     val_batch_size: int = field(default=16, metadata={"range": (1, None)})  # per rank
@@ -47,12 +51,18 @@ class OptimConfig:
     # Measured (tiny, 1,500 CPU steps, held-out lip sync at w_a = 1.5): r 0.90 cosine vs 0.67 constant.
     decay: str = field(default="cosine", metadata={"choices": ("constant", "cosine")})
     min_lr_ratio: float = field(default=0.1, metadata={"range": (0.0, 1.0)})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # (β1, β2), each in [0, 1)
     weight_decay: float = field(default=0.01, metadata={"range": (0.0, None)})
     warmup_steps: int = field(default=1000, metadata={"range": (0, None)})
     grad_clip: float = field(default=1.0, metadata={"range": (0.0, None)})  # 0 disables
     ema_decay: float = field(default=0.999, metadata={"range": (0.0, 1.0)})  # fp32 EMA of trainable weights
     ema_every: int = field(default=1, metadata={"range": (1, None)})  # steps between EMA updates
+    # A step with a non-finite loss or gradient is skipped; this many in a row stop training.
+    max_bad_steps: int = field(default=3, metadata={"range": (1, None)})
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas {list(self.betas)} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
 
 
 @dataclass
@@ -119,6 +129,9 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     stage2: Stage2Config = field(default_factory=Stage2Config)
+    # Keys (fnmatch patterns) allowed to differ from the run directory's stored config on resume,
+    # beyond the operational ones that always may (pl_modules/run_identity.py), e.g. [optim.lr].
+    allow_changes: list[str] = field(default_factory=list)
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def check(self) -> list[tuple[str, str]]:
@@ -140,4 +153,10 @@ class ExperimentConfig:
         if self.stage == "stage2" and not self.stage2.init_from:
             errors.append(("stage2.init_from",
                            "stage two starts from a stage-one checkpoint; set stage2.init_from=PATH"))
+        if self.optim.warmup_steps > t.max_steps:
+            errors.append(("optim.warmup_steps", f"{self.optim.warmup_steps} warm-up steps exceed trainer.max_steps "
+                           f"{t.max_steps}: the learning rate would never reach optim.lr; lower it"))
+        if self.eval.every_n_steps and not self.data.val_shards:
+            errors.append(("eval.every_n_steps", "evaluation during training needs held-out clips: set "
+                           "data.val_shards, or eval.every_n_steps=0"))
         return errors

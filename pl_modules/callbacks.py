@@ -1,16 +1,15 @@
-"""Training callbacks: fp32 EMA, throughput/MFU, SLURM requeue at a step boundary."""
+"""Training callbacks: fp32 EMA, throughput/MFU, random states for exact resume
+(preemption and requeue: pl_modules/preemption.py; progress lines: pl_modules/progress.py)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
+import random
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -30,6 +29,7 @@ class EMACallback(pl.Callback):
         self.shadow: dict[str, torch.Tensor] = {}
         self._backup: dict[str, torch.Tensor] = {}
         self._loaded: dict[str, torch.Tensor] | None = None
+        self._pairs: tuple[list[torch.Tensor], list[torch.nn.Parameter]] = ([], [])
 
     @staticmethod
     def _trainable(pl_module: pl.LightningModule) -> dict[str, torch.nn.Parameter]:
@@ -45,14 +45,15 @@ class EMACallback(pl.Callback):
             self.shadow = {n: self._loaded[n].to(params[n].device, torch.float32).clone() for n in params}
         elif not self.shadow:
             self.shadow = {n: p.detach().float().clone() for n, p in params.items()}
+        self._pairs = ([self.shadow[n] for n in params], list(params.values()))  # aligned lists for foreach
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if trainer.global_step % self.every:
             return
-        d = self.decay ** self.every
-        for n, p in self._trainable(pl_module).items():
-            self.shadow[n].lerp_(p.detach().float(), 1.0 - d)
+        shadow, params = self._pairs
+        src = [p.detach() if p.dtype == torch.float32 else p.detach().float() for p in params]
+        torch._foreach_lerp_(shadow, src, 1.0 - self.decay**self.every)  # one fused update, no Python loop
 
     def swap_in(self, pl_module: pl.LightningModule) -> None:
         params = self._trainable(pl_module)
@@ -94,7 +95,8 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 class ThroughputCallback(pl.Callback):
-    """samples/s and frames/s (all ranks), and MFU on GPU from the model's FLOP count."""
+    """samples/s and frames/s (all ranks), MFU on GPU from the model's FLOP count, and the data-health
+    counts (`data/samples_read`, `data/bad_samples`) of this rank."""
 
     def __init__(self, window: int = 20) -> None:
         self.window = window
@@ -124,50 +126,49 @@ class ThroughputCallback(pl.Callback):
         if peak is not None:
             flops = 3 * pl_module.model.flops_per_sample()  # forward + backward ≈ 3× forward
             metrics["perf/mfu"] = sps * flops / (world * peak)
+        health = getattr(trainer.datamodule, "health", None)
+        if health is not None:  # this rank's run-wide counts (host ints: no device sync)
+            metrics["data/samples_read"], metrics["data/bad_samples"] = float(health.seen), float(health.bad)
         pl_module.log_dict(metrics, batch_size=1)
         self._t0, self._samples, self._frames = time.perf_counter(), 0, 0
 
 
-class RequeueCallback(pl.Callback):
-    """SIGUSR1 → checkpoint at the next step boundary on all ranks → `scontrol requeue` → stop.
+class RandomStateCallback(pl.Callback):
+    """Saves the random states of Python, numpy and torch (CPU and CUDA) with every checkpoint and
+    restores them when a run resumes, so that it draws the same numbers as an uninterrupted run.
 
-    The signal handler only sets a flag (checkpointing inside a handler can hang: it may run mid-collective);
-    the flag is max-reduced across ranks at the end of a step so every rank saves together.
+    Data workers need nothing here: their RNGs are seeded by (seed, epoch, rank, worker) and a
+    resumed epoch regenerates the batches it skips (`datamodules.motion_wds.TrainWindowStream`).
     """
 
-    def __init__(self, ckpt_path: str | Path, signum: int = signal.SIGUSR1) -> None:
-        self.ckpt_path = str(ckpt_path)
-        self.signum = signum
-        self.flag = False
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] | None = None
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        signal.signal(self.signum, self._handler)
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+            "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
 
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.flag = True
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._loaded = state
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        flag = torch.tensor(float(self.flag), device=pl_module.device)
-        if trainer.world_size > 1:
-            flag = trainer.strategy.reduce(flag, reduce_op="max")
-        if flag.item() == 0:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Restore last, right before the first resumed step: nothing between draws from the RNGs."""
+        s, self._loaded = self._loaded, None
+        if s is None:
             return
-        log.warning("requeue signal: saving %s at step %d", self.ckpt_path, trainer.global_step)
-        trainer.save_checkpoint(self.ckpt_path)
-        if trainer.is_global_zero:
-            requeue_job()
-        trainer.should_stop = True
-        self.flag = False
-
-
-def requeue_job() -> None:
-    """`scontrol requeue <job>` for this SLURM job (array tasks by their own id); no shell."""
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    job = f"{array_job}_{array_task}" if array_job and array_task else os.environ.get("SLURM_JOB_ID")
-    if not job:
-        log.warning("not a SLURM job: checkpoint written, nothing to requeue")
-        return
-    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, check=False)
-    if result.returncode:
-        log.error("scontrol requeue %s failed (%s): resubmit by hand; the run resumes from its checkpoint",
-                  job, result.stderr.strip())
+        py = s["python"]
+        random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
+        n = s["numpy"]
+        np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        torch.set_rng_state(s["torch"])
+        if "cuda" in s and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(s["cuda"])

@@ -9,6 +9,7 @@ the resolved config travel with every checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 from functools import partial
 from typing import Any
@@ -28,6 +29,13 @@ from models.motion import MotionStats, normalize_motion
 from pl_modules.inference.generator import MotionGenerator, clip_seed
 from pl_modules.inference.inputs import Reference
 from pl_modules.validation import log_mouth_plot, motion_validation_metrics
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training produced non-finite losses or gradients for too many consecutive steps."""
+
+
+log = logging.getLogger(__name__)
 
 
 def lr_factor(step: int, warmup: int, total: int, decay: str = "constant", floor: float = 0.1) -> float:
@@ -54,7 +62,8 @@ class MotionDiffusionModule(pl.LightningModule):
         # checkpoints or the optimiser and is rebuilt from its own files (`configure_model`).
         self._audio_encoder: list[torch.nn.Module] = []
         self.val_outputs: list[dict[str, Any]] = []
-        self._data_stats: dict[int, tuple[int, int]] = {}
+        self._last_loss: Tensor | None = None
+        self._bad_run = torch.zeros((), dtype=torch.long)  # consecutive skipped (non-finite) steps, on device
 
     # ---------------------------------------------------------------------------------- building
 
@@ -97,7 +106,10 @@ class MotionDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg.optim
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        # Fused AdamW: one kernel per step, and a device-side `found_inf` that skips a non-finite step
+        # without a host synchronisation (see on_before_optimizer_step).
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                fused=True)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
                          floor=o.min_lr_ratio))
@@ -134,15 +146,8 @@ class MotionDiffusionModule(pl.LightningModule):
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
         self.log("train/mse_exp", out["mse_exp"], batch_size=b)
         self.log("train/mse_pose", out["mse_pose"], batch_size=b)
-        self._log_data_stats(batch)
+        self._last_loss = out["loss"].detach()
         return out["loss"]
-
-    def _log_data_stats(self, batch: dict[str, Any]) -> None:
-        if "data_stats" not in batch:
-            return
-        worker, seen, bad = batch["data_stats"].tolist()
-        self._data_stats[worker] = (seen, bad)
-        self.log("data/bad_samples", float(sum(v[1] for v in self._data_stats.values())), batch_size=1)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Generate each clip's first window exactly as `playmate generate` would (its audio, its first
@@ -162,10 +167,39 @@ class MotionDiffusionModule(pl.LightningModule):
                                  "key": batch["key"]})
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradient norm, and the non-finite guard: a step whose loss or gradients are not finite is
+        skipped on the device (fused AdamW's found_inf, no host sync); `optim.max_bad_steps`
+        consecutive skipped steps stop training (checked at logging steps, `check_bad_steps`)."""
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        if grads:  # (under DeepSpeed ZeRO the gradients live in the engine's partitions instead)
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.log("train/grad_norm", norm, batch_size=1)
+        if not grads:  # DeepSpeed ZeRO keeps the gradients in its partitions: judge the loss, before the step
+            if self._last_loss is not None and not torch.isfinite(self._last_loss).item():
+                raise NonFiniteTrainingError(self._nonfinite_message(1))
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # DDP: already all-reduced
+        bad = ~torch.isfinite(norm)
+        getattr(optimizer, "optimizer", optimizer).found_inf = bad.float()
+        self._bad_run = torch.where(bad, self._bad_run.to(norm.device) + 1, 0)
+        self.log("train/grad_norm", torch.where(bad, torch.zeros_like(norm), norm), batch_size=1)
+
+    def check_bad_steps(self) -> None:
+        """Host-side look at the consecutive skipped steps (one sync; called at logging steps)."""
+        run = int(self._bad_run.item())
+        if run >= self.cfg.optim.max_bad_steps:
+            raise NonFiniteTrainingError(self._nonfinite_message(run))
+        if run:
+            log.warning("step %d: %d consecutive step(s) skipped: non-finite loss or gradients",
+                        self.global_step, run)
+
+    def _nonfinite_message(self, run: int) -> str:
+        return (f"training stopped at step {self.global_step}: {run} consecutive step(s) with a non-finite loss "
+                f"or gradients (optim.max_bad_steps={self.cfg.optim.max_bad_steps}); no update was applied and "
+                "the checkpoints are the last good ones. Check the data (`playmate shards check`), lower "
+                "optim.lr, or raise optim.grad_clip")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.global_step % self.cfg.trainer.log_every_n_steps == 0 or self.trainer.should_stop
+                or self.global_step >= self.cfg.trainer.max_steps):
+            self.check_bad_steps()
 
     def on_validation_epoch_start(self) -> None:
         self.val_outputs = []

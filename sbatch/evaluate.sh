@@ -15,14 +15,13 @@
 #SBATCH --mem=64G
 #SBATCH --time=04:00:00
 #SBATCH --open-mode=append
-#SBATCH --output=logs/%x-%j.out
+#SBATCH --output=%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-[ -f sbatch/site.env ] && source sbatch/site.env
+if [ -f sbatch/site.env ]; then set +u; source sbatch/site.env; set -u; fi
 if [ "$#" -eq 0 ]; then
   echo "usage: sbatch sbatch/evaluate.sh CKPT [CKPT ...] --data SHARDS [options of playmate evaluate]" >&2
   exit 2
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}} PYTHONFAULTHANDLER=1 PLAYMATE_PROGRESS=0
-mkdir -p logs
 srun --kill-on-bad-exit=1 python -u -m pl_modules.commands evaluate "$@"

@@ -22,15 +22,16 @@
 #SBATCH --time=12:00:00
 #SBATCH --requeue                     # a requeued task resumes from its ledger
 #SBATCH --open-mode=append
-#SBATCH --output=logs/%x-%A_%a.out
+#SBATCH --output=%x-%A_%a.out
 set -euo pipefail
 
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-if [ -f sbatch/site.env ]; then
+if [ -f sbatch/site.env ]; then  # with `set -u` lifted: site scripts often read unset variables
+    set +u
     # shellcheck disable=SC1091
     source sbatch/site.env
+    set -u
 fi
-mkdir -p logs
 
 CONFIG=${CONFIG:-configs/prepare.yaml}
 WORKERS=$(( ${SLURM_CPUS_PER_TASK:-2} > 1 ? ${SLURM_CPUS_PER_TASK:-2} - 1 : 1 ))

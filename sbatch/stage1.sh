@@ -3,7 +3,10 @@
 #   sbatch sbatch/stage1.sh [key=value ...]          e.g. sbatch --nodes=4 sbatch/stage1.sh optim.lr=2e-4
 # One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
 # 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →
-# the same command resumes from runs/<name>/checkpoints/last.ckpt, continuing the same W&B run.
+# the same command resumes from runs/<name>/checkpoints/ (the newest checkpoint that loads),
+# continuing the same W&B run. A new experiment needs its own name: … name=my_experiment.
+# The log goes to the submission directory (which exists; SLURM does not create directories) and
+# is linked into the run directory.
 #SBATCH --job-name=playmate-stage1
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=8
@@ -14,9 +17,8 @@
 #SBATCH --signal=SIGUSR1@600
 #SBATCH --requeue
 #SBATCH --open-mode=append
-#SBATCH --output=logs/%x-%j.out
+#SBATCH --output=%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 CONFIG=${CONFIG:-configs/stage1.yaml}
-EXPERIMENT=${EXPERIMENT:-stage1}
 source sbatch/_train.sh

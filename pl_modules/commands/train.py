@@ -30,14 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from configs.loader import ConfigError
-    from pl_modules.commands import UserError
     from pl_modules.train import main
 
-    try:
-        main(args.config, args.overrides)
-    except ConfigError as e:
-        raise UserError(str(e)) from None
+    main(args.config, args.overrides)  # errors: one line and an exit code, by pl_modules.commands.main
     return 0
 
 
