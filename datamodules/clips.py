@@ -9,6 +9,7 @@ Shape legend: T frames (25 fps) · S = 640·T audio samples (16 kHz) · L/C enco
 from __future__ import annotations
 
 import logging
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.contract import ContractError, decode_sample, validate_sample
+from configs.loader import ConfigError
+from datamodules.contract import ContractError, decode_sample, sample_problems, validate_sample
 from datamodules.shards import iter_tar_samples
 from models.clock import SAMPLES_PER_FRAME
 
@@ -47,33 +49,64 @@ def split_for_rank(items: Sequence[Any], rank: int, world: int) -> list[Any]:
     return list(items[rank::world])
 
 
-def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_key: str = "--data") -> list[EvalClip]:
+@dataclass(frozen=True)
+class SkippedClip:
+    shard: str
+    key: str  # "-" for a shard that could not be read
+    reason: str
+
+
+class ClipList(list):
+    """The loaded clips (a list of EvalClip) and `skipped`: every sample or shard left out, and why."""
+
+    def __init__(self, clips: Sequence[EvalClip] = (), skipped: Sequence[SkippedClip] = ()) -> None:
+        super().__init__(clips)
+        self.skipped = list(skipped)
+
+
+def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_key: str = "--data") -> ClipList:
     """The first `num_clips` valid clips of the shards (dataset dirs, globs, brace URLs), in shard order.
 
-    Every rank loads the same list (deterministic), then takes `split_for_rank`. Bad samples are
-    skipped with a warning naming shard and key.
+    Every rank loads the same list (deterministic), then takes `split_for_rank`. A sample that breaks
+    the contract or holds implausible numbers, and a shard that cannot be read, are skipped with a
+    warning and recorded in `ClipList.skipped` (the evaluation report lists them).
     """
     from datamodules.motion_wds import resolve_shards
 
-    clips: list[EvalClip] = []
-    bad = 0
+    clips = ClipList()
+
+    def skip(url: str, key: str, reason: str) -> None:
+        clips.skipped.append(SkippedClip(url, key, reason))
+        log.warning("evaluation: skipping %s:%s (%s)", url, key, reason)
+
     for url in resolve_shards(list(data), config_key):
-        for raw in iter_tar_samples(Path(url)):
-            try:
-                s = validate_sample(decode_sample(raw))
-            except ContractError as e:
-                bad += 1
-                log.warning("evaluation: skipping bad sample (%s)", e)
-                continue
-            n = s["motion"].shape[0] if max_frames <= 0 else min(max_frames, s["motion"].shape[0])
-            feats = s.get("audio_feats")
-            clips.append(EvalClip(
-                key=s["__key__"], motion=s["motion"][:n].astype(np.float32), kp=s["kp"].astype(np.float32),
-                wav=s["wav"][: n * SAMPLES_PER_FRAME], meta=s["meta"], mp4=s.get("mp4"),
-                audio_feats=None if feats is None else feats[:n],
-            ))
-            if len(clips) >= num_clips:
-                return clips
+        count = 0
+        try:
+            for raw in iter_tar_samples(Path(url)):
+                count += 1
+                key = str(raw.get("__key__", "?"))
+                try:
+                    s = validate_sample(decode_sample(raw))
+                except ContractError as e:
+                    skip(url, key, str(e).split(": ", 1)[-1])
+                    continue
+                problems = sample_problems(s)
+                if problems:
+                    skip(url, key, "; ".join(problems))
+                    continue
+                n = s["motion"].shape[0] if max_frames <= 0 else min(max_frames, s["motion"].shape[0])
+                feats = s.get("audio_feats")
+                clips.append(EvalClip(
+                    key=s["__key__"], motion=s["motion"][:n].astype(np.float32), kp=s["kp"].astype(np.float32),
+                    wav=s["wav"][: n * SAMPLES_PER_FRAME], meta=s["meta"], mp4=s.get("mp4"),
+                    audio_feats=None if feats is None else feats[:n],
+                ))
+                if len(clips) >= num_clips:
+                    return clips
+        except (tarfile.TarError, OSError, EOFError) as e:
+            skip(url, "-", f"unreadable tar after {count} samples ({type(e).__name__}: {e})")
     if not clips:
-        raise ValueError(f"{config_key}: {list(data)} held no valid clip ({bad} bad samples)")
+        why = "; ".join(f"{c.shard}:{c.key}: {c.reason}" for c in clips.skipped[:3])
+        raise ConfigError(f"{config_key}: {list(data)} held no valid clip ({len(clips.skipped)} skipped"
+                         + (f": {why}" if why else "") + ")")
     return clips

@@ -34,7 +34,19 @@ import numpy as np
 
 from models.clock import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from models.emotion import EMOTIONS  # the 8 labels; a clip without a label stores null
-from models.motion import ANGLE_LIMIT_DEG, ANGLES, MOTION_DIM, NUM_KP, POSE_DIM
+from models.motion import (
+    ANGLE_LIMIT_DEG,
+    ANGLES,
+    EXP,
+    EXP_LIMIT,
+    MOTION_DIM,
+    NUM_KP,
+    POSE_DIM,
+    SCALE,
+    SCALE_RANGE,
+    TRANS,
+    TRANS_LIMIT,
+)
 
 SCHEMA_VERSION = 1
 
@@ -237,9 +249,7 @@ def sample_problems(s: dict[str, Any]) -> list[str]:
         if not np.isfinite(motion).all():
             p.append(f"motion.npy has {int((~np.isfinite(motion)).sum())} non-finite values")
         else:
-            ang = np.abs(motion[:, ANGLES]).max()
-            if ang > ANGLE_LIMIT_DEG:
-                p.append(f"motion.npy rotation angle {ang:.1f}° outside ±{ANGLE_LIMIT_DEG}°")
+            p.extend(_motion_range_problems(motion))
     if not isinstance(kp, np.ndarray) or kp.dtype != np.float32 or kp.shape != (NUM_KP, 3):
         p.append(f"kp.npy must be float32 ({NUM_KP}, 3), got {_desc(kp)}")
     elif not np.isfinite(kp).all():
@@ -258,6 +268,24 @@ def sample_problems(s: dict[str, Any]) -> list[str]:
         elif not np.isfinite(feats).all():
             p.append("audio.npy has non-finite values")
     p.extend(_meta_problems(s.get("meta"), t))
+    return p
+
+
+def _motion_range_problems(motion: np.ndarray) -> list[str]:
+    """Values no face produces (a broken extraction, a unit error): they would dominate the loss."""
+    p = []
+    ang = np.abs(motion[:, ANGLES]).max()
+    if ang > ANGLE_LIMIT_DEG:
+        p.append(f"motion.npy rotation angle {ang:.1f}° outside ±{ANGLE_LIMIT_DEG}°")
+    exp = np.abs(motion[:, EXP]).max()
+    if exp > EXP_LIMIT:
+        p.append(f"motion.npy expression value {exp:.3g} outside ±{EXP_LIMIT}")
+    trans = np.abs(motion[:, TRANS]).max()
+    if trans > TRANS_LIMIT:
+        p.append(f"motion.npy translation {trans:.3g} outside ±{TRANS_LIMIT}")
+    lo, hi = motion[:, SCALE].min(), motion[:, SCALE].max()
+    if lo < SCALE_RANGE[0] or hi > SCALE_RANGE[1]:
+        p.append(f"motion.npy scale in [{lo:.3g}, {hi:.3g}], outside {list(SCALE_RANGE)}")
     return p
 
 

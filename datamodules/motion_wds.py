@@ -22,17 +22,15 @@ import json
 import logging
 import math
 import random
-from collections import Counter
+import zlib
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
-import numpy as np
 import torch
 import webdataset as wds
 from braceexpand import braceexpand
-from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
 from configs.loader import ConfigError, ConfigPathError
@@ -42,9 +40,11 @@ from datamodules.contract import (
     decode_sample,
     sample_problems,
 )
+from datamodules.health import DataHealth, SampleLedger
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
-from models.emotion import EMOTIONS, NULL_EMOTION
-from models.motion import POSE, MotionStats, normalize_motion
+from datamodules.windows import WindowBatch, WindowMaker, collate_windows
+from datamodules.worker_signals import protect_worker_from_job_signals
+from models.motion import MotionStats
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,7 @@ def resolve_shards(specs: list[str], config_key: str = "data.train_shards") -> l
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            if not (p / MANIFEST).is_file():
-                raise ConfigPathError(f"{config_key}: {spec} has no {MANIFEST}; write it with the shard writer")
-            urls += [str(p / s["name"]) for s in json.loads((p / MANIFEST).read_text())["shards"]]
+            urls += [str(p / name) for name in manifest_shards(p, config_key)]
         elif any(c in spec for c in "*?["):
             urls += sorted(glob.glob(spec))
         else:
@@ -72,154 +70,55 @@ def resolve_shards(specs: list[str], config_key: str = "data.train_shards") -> l
     return urls
 
 
-def load_motion_stats(specs: list[str], stats_path: str | None = None) -> MotionStats:
-    """stats.json of `stats_path`, else merged (exactly) over the dataset dirs in `specs`."""
-    if stats_path:
-        return MotionStats.from_dict(json.loads(Path(stats_path).read_text()))
-    acc, found = StatsAccumulator(), []
+def manifest_shards(directory: Path, config_key: str) -> list[str]:
+    """Shard names of a dataset directory's manifest.json; one ConfigPathError line for a missing,
+    unreadable, malformed or empty manifest."""
+    f = directory / MANIFEST
+    if not f.is_file():
+        raise ConfigPathError(f"{config_key}: {directory} has no {MANIFEST}; write it with the shard writer")
+    try:
+        names = [s["name"] for s in json.loads(f.read_text())["shards"]]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ConfigPathError(f"{config_key}: {f} is not a valid manifest ({type(e).__name__}: {e}); "
+                              "re-create it with `playmate prepare --merge` or the shard writer") from None
+    if not names:
+        raise ConfigPathError(f"{config_key}: {f} lists no shards; the dataset is empty")
+    return names
+
+
+def longest_clip(specs: list[str]) -> int:
+    """Frames of the longest clip in the dataset dirs of `specs` (0 when their stats.json do not say)."""
+    longest = 0
     for spec in specs:
         f = Path(spec) / STATS
-        if f.is_file():
-            acc.merge(StatsAccumulator.from_json(json.loads(f.read_text())))
-            found.append(str(f))
-    if not found:
+        try:
+            longest = max(longest, int(json.loads(f.read_text()).get("max_clip_frames", 0)) if f.is_file() else 0)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError):
+            continue  # load_motion_stats reports an unreadable file
+    return longest
+
+
+def load_motion_stats(specs: list[str], stats_path: str | None = None) -> MotionStats:
+    """stats.json of `stats_path`, else merged (exactly) over the dataset dirs in `specs`; one
+    ConfigPathError line naming the file when it is missing, unreadable or implausible (NaN, std ≤ 0)."""
+    files = [Path(stats_path)] if stats_path else [Path(s) / STATS for s in specs if (Path(s) / STATS).is_file()]
+    if not files:
         raise ConfigPathError(
             f"data.stats: no stats.json in {specs}; point data.stats at a stats.json or give dataset directories"
         )
-    return MotionStats.from_dict(acc.to_json())
-
-
-# ------------------------------------------------------------------------------------------------
-# Bad-sample accounting (per worker process)
-# ------------------------------------------------------------------------------------------------
-
-
-class BadSampleCounter:
-    """Counts decoded and skipped samples; stops the run once the bad fraction is exceeded."""
-
-    def __init__(self, max_fraction: float, min_bad: int) -> None:
-        self.max_fraction, self.min_bad = max_fraction, min_bad
-        self.seen = 0
-        self.bad = 0
-        self.bad_shards: Counter[str] = Counter()
-
-    def record_bad(self, url: str, key: str, reason: str) -> None:
-        self.bad += 1
-        self.bad_shards[url] += 1
-        if self.bad <= 20 or self.bad % 100 == 0:
-            log.warning("skipping bad sample %s:%s (%s) [%d bad of %d]", url, key, reason, self.bad, self.seen)
-        if self.bad >= self.min_bad and self.bad > self.max_fraction * max(self.seen, 1):
-            worst = ", ".join(f"{u} ({n})" for u, n in self.bad_shards.most_common(10))
-            raise RuntimeError(
-                f"{self.bad} of {self.seen} samples were bad (> data.max_bad_fraction={self.max_fraction}); "
-                f"bad shards: {worst}. Run `playmate shards check` on their dataset and rewrite them."
-            )
-
-    def tar_error(self, exn: Exception) -> bool:
-        """webdataset handler for unreadable tars (truncated shard, bad header): count and continue."""
-        self.seen += 1
-        url = str(getattr(exn, "args", [""])[-1]) if exn.args else "?"
-        self.record_bad(url if ".tar" in url else "?", "-", f"{type(exn).__name__}: {exn}")
-        return True
-
-
-# ------------------------------------------------------------------------------------------------
-# Windows
-# ------------------------------------------------------------------------------------------------
-
-
-class WindowMaker:
-    """Decoded clip → normalised training windows of Tp context + T frames with aligned audio."""
-
-    def __init__(self, stats: MotionStats, t_window: int, tp: int, audio_source: str) -> None:
-        self.stats, self.t_window, self.tp, self.audio_source = stats, t_window, tp, audio_source
-        self.exp_mean = stats.exp_mean.numpy()
-        self.exp_std = stats.exp_std.numpy()
-        self.pose_std = stats.pose_std.numpy()
-
-    def window(self, s: dict[str, Any], start: int) -> dict[str, Any]:
-        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded."""
-        t, tp, n = self.t_window, self.tp, s["motion"].shape[0]
-        lo = start - tp
-        pad = max(0, -lo)
-        idx = slice(max(lo, 0), start + t)
-        pose_mean = np.asarray(s["meta"]["pose_mean"], dtype=np.float32)
-        motion = normalize_motion(
-            torch.from_numpy(s["motion"][idx]), self.stats, torch.from_numpy(pose_mean)
-        ).numpy()  # (≤Tp+T, 70)
-        motion = np.pad(motion, ((pad, 0), (0, 0)))  # (Tp+T, 70)
-        # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
-        # the reference pose is the pose mean: the identity feature carries its expression only.
-        first = torch.from_numpy(s["motion"][0])
-        ref = normalize_motion(first, self.stats, first[POSE]).numpy()
-        emotion = s["meta"]["emotion"]
-        out = {
-            "motion": motion.astype(np.float32),
-            "has_context": start >= tp,
-            "kp": s["kp"],
-            "ref_motion": ref.astype(np.float32),  # (70,) normalised reference (first) frame
-            "pose_mean": pose_mean,
-            "emotion": EMOTIONS.index(emotion) if emotion is not None else NULL_EMOTION,
-            "key": s["__key__"],
-            "start": start,
-            "num_frames": n,
-        }
-        if self.audio_source == "precomputed":
-            feats = s["audio_feats"][idx].astype(np.float32)  # (≤Tp+T, L, C)
-            out["audio"] = np.pad(feats, ((pad, 0), (0, 0), (0, 0)))
-        else:
-            a = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
-            out["audio"] = np.pad(a, (pad * SAMPLES_PER_FRAME, 0))  # ((Tp+T)·640,)
-        return out
-
-    def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
-        return [rng.randint(0, n_frames - self.t_window) for _ in range(k)]
-
-
-class WindowBatch(TypedDict):
-    """One batch of windows, as `collate_windows` makes it and the LightningModule reads it.
-
-    B windows; Tp context frames, then T generated frames, S = Tp + T; L, C: audio-encoder layers,
-    channels. Normalised motion: exp by the global z-score, pose by (pose - clip pose mean) / dataset
-    pose std. Context frames before the clip start are zero rows (and zero audio).
-    """
-
-    motion: Tensor  # (B, S, 70) float32: normalised motion of frames [start-Tp, start+T)
-    has_context: Tensor  # (B,) bool: start ≥ Tp, i.e. the Tp context frames are real, not padding
-    kp: Tensor  # (B, 21, 3) float32: the clip's canonical keypoints
-    ref_motion: Tensor  # (B, 70) float32: the clip's first frame normalised, its pose by itself (→ 0)
-    pose_mean: Tensor  # (B, 7) float32: the clip's pose mean (to de-normalise)
-    emotion: Tensor  # (B,) int64: index into EMOTIONS; NULL_EMOTION (8) = no label
-    start: Tensor  # (B,) int64: clip frame of the first generated frame
-    key: list[str]  # (B,) sample keys
-    # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
-    audio: Tensor
-    # training only: (3,) int64 [worker, seen, bad] of the DataLoader worker that made the batch,
-    # its counts of samples read and skipped when the batch's last window was cut
-    data_stats: NotRequired[Tensor]
-    # validation only (windows start at frame 0), raw for generation-based metrics:
-    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
-    gt_motion: NotRequired[Tensor]  # (B, T, 70) float32: the clip's raw (not normalised) motion of [0, T)
-    ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
-
-
-def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
-    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
-    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
-             for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
-    batch = WindowBatch(
-        **stack,
-        has_context=torch.tensor([it["has_context"] for it in items]),
-        emotion=torch.tensor([it["emotion"] for it in items], dtype=torch.long),
-        start=torch.tensor([it["start"] for it in items], dtype=torch.long),
-        key=[it["key"] for it in items],
-    )
-    for k in ("wav", "gt_motion", "ref_raw"):
-        if k in items[0]:
-            batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
-    if "data_stats" in items[0]:
-        batch["data_stats"] = torch.tensor(items[-1]["data_stats"])
-    return batch
+    try:
+        if stats_path:
+            return MotionStats.from_dict(json.loads(files[0].read_text()))
+        acc = StatsAccumulator()
+        for f in files:
+            acc.merge(StatsAccumulator.from_json(json.loads(f.read_text())))
+        return MotionStats.from_dict(acc.to_json())
+    except FileNotFoundError:
+        raise ConfigPathError(f"data.stats: {files[0]} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        where = files[0] if len(files) == 1 else ", ".join(map(str, files))
+        raise ConfigPathError(f"data.stats: {where}: unusable normalisation statistics ({e}); re-create them "
+                              "with `playmate prepare --merge` or point data.stats at a valid stats.json") from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,22 +126,39 @@ def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
 # ------------------------------------------------------------------------------------------------
 
 
-def resampled_shards(shards: Iterable[dict[str, str]], rng: random.Random) -> Iterator[dict[str, str]]:
-    """The given shards drawn with replacement by `rng`, forever."""
+def resampled_shards(shards: Iterable[dict[str, str]], rng: random.Random, ledger: SampleLedger
+                     ) -> Iterator[dict[str, str]]:
+    """The given shards drawn with replacement by `rng`, forever (the ledger notes the shard being read)."""
     urls = [s["url"] for s in shards]
     while True:
-        yield {"url": rng.choice(urls)}
+        url = rng.choice(urls)
+        ledger.shard_drawn(url)
+        yield {"url": url}
 
 
-def decoded_clips(samples: Iterable[dict], counter: BadSampleCounter, maker: WindowMaker) -> Iterator[dict]:
+def shards_once(shards: Iterable[dict[str, str]], ledger: SampleLedger) -> Iterator[dict[str, str]]:
+    """Each shard once, in order (validation), the ledger noting the shard being read."""
+    for s in shards:
+        ledger.current_url = s["url"]
+        yield s
+
+
+def arrivals(samples: Iterable[dict], ledger: SampleLedger) -> Iterator[dict]:
+    """Raw samples as they leave the tar reader (the ledger learns the shards are not empty)."""
+    for raw in samples:
+        ledger.sample_arrived()
+        yield raw
+
+
+def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker) -> Iterator[dict]:
     """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted."""
     for raw in samples:
-        counter.seen += 1
+        ledger.sample_read()
         url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
         try:
             s = decode_sample(raw)
         except ContractError as e:
-            counter.record_bad(url, key, str(e).split(": ", 1)[-1])
+            ledger.record_bad(url, key, str(e).split(": ", 1)[-1])
             continue
         problems = sample_problems(s)
         if not problems and s["motion"].shape[0] < maker.t_window:
@@ -250,19 +166,19 @@ def decoded_clips(samples: Iterable[dict], counter: BadSampleCounter, maker: Win
         if not problems and maker.audio_source == "precomputed" and "audio_feats" not in s:
             problems = ["no audio.npy but data.audio_source=precomputed"]
         if problems:
-            counter.record_bad(url, key, "; ".join(problems))
+            ledger.record_bad(url, key, "; ".join(problems))
             continue
         yield s
 
 
 def random_windows(clips: Iterable[dict], maker: WindowMaker, per_clip: int, rng: random.Random,
-                   counter: BadSampleCounter, worker: int) -> Iterator[dict[str, Any]]:
-    """`per_clip` windows at random starts of each clip, each carrying the worker's counts so far."""
+                   ledger: SampleLedger) -> Iterator[dict[str, Any]]:
+    """`per_clip` windows at random starts of each clip, each carrying its worker's ledger at that point."""
     for s in clips:
-        counts = (worker, counter.seen, counter.bad)
+        snapshot = ledger.snapshot()
         for start in maker.random_starts(s["motion"].shape[0], per_clip, rng):
             w = maker.window(s, start)
-            w["data_stats"] = counts
+            w["data_stats"] = snapshot
             yield w
 
 
@@ -282,59 +198,71 @@ def first_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[st
 # ------------------------------------------------------------------------------------------------
 
 
+def worker_skip(skip: int, worker: int, num_workers: int) -> int:
+    """Batches worker `worker` already produced when `skip` batches of the epoch were consumed: the
+    DataLoader takes batches from its workers in turn (batch i from worker i mod num_workers)."""
+    return max(0, -(-(skip - worker) // num_workers))
+
+
 class _StreamBase(IterableDataset):
-    def __init__(self, urls: list[str], maker: WindowMaker, batch_size: int, rank: int, world: int,
-                 counter_args: tuple[float, int]) -> None:
+    def __init__(self, urls: list[str], maker: WindowMaker, batch_size: int, rank: int, world: int) -> None:
         super().__init__()
         self.urls, self.maker, self.batch_size = urls, maker, batch_size
         self.rank, self.world = rank, world
-        self.counter_args = counter_args
 
 
 class TrainWindowStream(_StreamBase):
-    """Infinite resampled stream of batches for one rank; `with_epoch` fixes the batches per worker."""
+    """Resampled stream of batches for one rank: exactly `batches_per_worker` per worker and epoch.
+
+    `skip` batches of the epoch were already consumed (a resumed run): each worker regenerates and
+    drops its share of them, so the stream continues exactly where the stopped run was.
+    """
 
     def __init__(self, *args: Any, seed: int, shuffle_buffer: int, windows_per_clip: int,
-                 batches_per_worker: int, **kw: Any) -> None:
+                 batches_per_worker: int, epoch: int = 0, skip: int = 0, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.seed, self.shuffle_buffer = seed, shuffle_buffer
         self.windows_per_clip, self.batches_per_worker = windows_per_clip, batches_per_worker
-        self.epoch = 0
+        self.epoch, self.skip = epoch, skip
 
     def pipeline(self, worker: int, num_workers: int) -> list:
         """The stages of one DataLoader worker (its RNGs are seeded by seed, epoch, rank and worker)."""
-        counter = BadSampleCounter(*self.counter_args)
+        mine = self.urls[self.rank :: self.world][worker::num_workers]
+        ledger = SampleLedger(worker, self.epoch, mine)
         seed = f"{self.seed}/{self.epoch}/{self.rank}/{worker}"
         rng = random.Random(f"{seed}/windows")  # draws both the shuffle order and the window starts
         pipeline = [
             # at this point we have this worker's shards {"url"}: the rank's urls[rank::world], then
             # [worker::num_workers] of those (no two ranks or workers share a shard)
-            wds.SimpleShardList(self.urls[self.rank :: self.world][worker::num_workers]),
-            # at this point we have an endless stream of those shards, drawn with replacement
-            partial(resampled_shards, rng=random.Random(f"{seed}/shards")),
+            wds.SimpleShardList(mine),
+            # at this point we have an endless stream of those shards, drawn with replacement; a
+            # worker whose shards give no sample at all stops with an error instead of spinning
+            partial(resampled_shards, rng=random.Random(f"{seed}/shards"), ledger=ledger),
             # at this point we have raw samples {__key__, __url__, member: bytes}; an unreadable tar
-            # is counted as one bad sample and skipped
-            wds.tarfile_to_samples(handler=counter.tar_error),
+            # is counted once, against the shard being read, and skipped
+            wds.tarfile_to_samples(handler=ledger.tar_error),
+            partial(arrivals, ledger=ledger),
         ]
         if self.shuffle_buffer > 1:
             # at this point we have the raw (still compressed, so cheap to buffer) samples shuffled
             pipeline.append(wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 64), rng=rng))
         pipeline += [
             # at this point we have decoded clips that meet the contract (others skipped and counted)
-            partial(decoded_clips, counter=counter, maker=self.maker),
+            partial(decoded_clips, ledger=ledger, maker=self.maker),
             # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
-            partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng,
-                    counter=counter, worker=worker),
+            partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng, ledger=ledger),
             # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
             wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
+            # at this point we have this worker's batches of the epoch not yet consumed: exactly
+            # batches_per_worker per epoch, minus those a stopped run already trained on
+            wds.slice(worker_skip(self.skip, worker, num_workers), self.batches_per_worker),
         ]
         return pipeline
 
     def __iter__(self) -> Iterator[WindowBatch]:
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        # exactly batches_per_worker batches, then the epoch ends
-        return iter(wds.DataPipeline(*self.pipeline(worker, num_workers)).with_epoch(self.batches_per_worker))
+        return iter(wds.DataPipeline(*self.pipeline(worker, num_workers)))
 
 
 class ValWindowStream(_StreamBase):
@@ -348,14 +276,15 @@ class ValWindowStream(_StreamBase):
         urls = self.urls[self.rank :: self.world]
         if not urls:  # more ranks than validation shards
             return iter(())
-        counter = BadSampleCounter(*self.counter_args)
+        ledger = SampleLedger(0, 0, urls)
         pipeline = [
             # at this point we have this rank's shards {"url"}, in order, each read once
             wds.SimpleShardList(urls),
+            partial(shards_once, ledger=ledger),
             # at this point we have raw samples {__key__, __url__, member: bytes}
-            wds.tarfile_to_samples(handler=counter.tar_error),
+            wds.tarfile_to_samples(handler=ledger.tar_error),
             # at this point we have decoded clips that meet the contract (others skipped and counted)
-            partial(decoded_clips, counter=counter, maker=self.maker),
+            partial(decoded_clips, ledger=ledger, maker=self.maker),
             # at this point we have the first max_clips of those clips
             wds.slice(self.max_clips),
             # at this point we have each clip's window starting at frame 0 (Tp zero context rows,
@@ -378,22 +307,34 @@ except ImportError:  # pragma: no cover
 
 
 class MotionDataModule(LightningDataModule):
-    """Training and validation windows from contract shards (config: `configs.schema.DataConfig`)."""
+    """Training and validation windows from contract shards (config: `configs.schema.DataConfig`).
+
+    Checkpoints carry the data position (`state_dict`: epoch, batches consumed, the bad-data
+    ledger), so a resumed run reads exactly the windows an uninterrupted one would.
+    """
 
     def __init__(self, data_cfg: Any, t_window: int, tp: int, seed: int = 0) -> None:
         super().__init__()
         self.cfg, self.t_window, self.tp, self.seed = data_cfg, t_window, tp, seed
         self.rank, self.world = 0, 1
         self.stats: MotionStats | None = None
-        self._train: TrainWindowStream | None = None
+        self.health = DataHealth(data_cfg.max_bad_fraction, data_cfg.min_bad_samples)
+        self._resume: dict[str, int] | None = None  # {"epoch", "batches"} of a loaded checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             self.rank, self.world = trainer.global_rank, trainer.world_size
+            self.health.rank = self.rank
         self.train_urls = resolve_shards(list(self.cfg.train_shards))
         self.val_urls = resolve_shards(list(self.cfg.val_shards), "data.val_shards") if self.cfg.val_shards else []
         self.stats = load_motion_stats(list(self.cfg.train_shards), self.cfg.stats)
+        longest = longest_clip(list(self.cfg.train_shards))
+        if 0 < longest < self.t_window:
+            raise ConfigError(
+                f"model.t_window: windows of {self.t_window} frames do not fit any clip of data.train_shards (the "
+                f"longest has {longest} frames); lower model.t_window or prepare longer clips"
+            )
         need = self.world * max(self.cfg.num_workers, 1)
         if len(self.train_urls) < need:
             raise ConfigError(
@@ -410,21 +351,32 @@ class MotionDataModule(LightningDataModule):
         per_rank = max(1, self.cfg.epoch_windows // self.cfg.batch_size)
         return math.ceil(per_rank / max(self.cfg.num_workers, 1))
 
+    def _epoch(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.current_epoch if trainer is not None else 0
+
     def train_dataset(self) -> TrainWindowStream:
+        epoch, skip = self._epoch(), 0
+        if self._resume is not None and self._resume["epoch"] == epoch:
+            skip = self._resume["batches"]
+        self._resume = None
         maker = WindowMaker(self.stats, self.t_window, self.tp, self.cfg.audio_source)
-        ds = TrainWindowStream(
-            self.train_urls, maker, self.per_rank_batch, self.rank, self.world,
-            (self.cfg.max_bad_fraction, self.cfg.min_bad_samples),
-            seed=self.seed, shuffle_buffer=self.cfg.shuffle_buffer, windows_per_clip=self.cfg.windows_per_clip,
-            batches_per_worker=self.batches_per_worker(),
+        return TrainWindowStream(
+            self.train_urls, maker, self.per_rank_batch, self.rank, self.world, seed=self.seed,
+            shuffle_buffer=self.cfg.shuffle_buffer, windows_per_clip=self.cfg.windows_per_clip,
+            batches_per_worker=self.batches_per_worker(), epoch=epoch, skip=skip,
         )
-        ds.epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
-        return ds
 
     def train_dataloader(self) -> DataLoader:
+        workers = self.cfg.num_workers
+        # Its own generator: the workers' base seed never draws from (and so never shifts) the
+        # global RNG, which a resumed run restores exactly.
+        seed = zlib.crc32(f"{self.seed}/{self._epoch()}/{self.rank}/loader".encode())
         return DataLoader(
-            self.train_dataset(), batch_size=None, num_workers=self.cfg.num_workers,
-            persistent_workers=False, pin_memory=torch.cuda.is_available(),
+            self.train_dataset(), batch_size=None, num_workers=workers, persistent_workers=False,
+            pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed),
+            worker_init_fn=protect_worker_from_job_signals if workers else None,
+            timeout=self.cfg.loader_timeout_s if workers else 0,
         )
 
     def val_dataloader(self) -> DataLoader | list:
@@ -432,8 +384,27 @@ class MotionDataModule(LightningDataModule):
             return []
         maker = WindowMaker(self.stats, self.t_window, self.tp, self.cfg.audio_source)
         per_rank_clips = math.ceil(self.cfg.val_max_clips / self.world)
-        ds = ValWindowStream(
-            self.val_urls, maker, self.cfg.val_batch_size, self.rank, self.world,
-            (self.cfg.max_bad_fraction, self.cfg.min_bad_samples), max_clips=per_rank_clips,
-        )
-        return DataLoader(ds, batch_size=None, num_workers=0)
+        ds = ValWindowStream(self.val_urls, maker, self.cfg.val_batch_size, self.rank, self.world,
+                             max_clips=per_rank_clips)
+        return DataLoader(ds, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(self.seed))
+
+    # ---------------------------------------------------------------------------------- run state
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Main process: the batch's ledger snapshot joins the run's bad-data account (and leaves the batch)."""
+        stats = batch.pop("data_stats", None) if isinstance(batch, dict) else None
+        if stats is not None:
+            self.health.update(stats)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        position = {"epoch": 0, "batches": 0}
+        if trainer is not None:
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            position = {"epoch": trainer.current_epoch, "batches": int(progress.processed)}
+        return {**position, "health": self.health.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+        self.health.load_state_dict(state.get("health", {}))

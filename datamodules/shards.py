@@ -43,11 +43,13 @@ class StatsAccumulator:
         self.exp_sum = np.zeros(EXP_DIM)
         self.exp_sumsq = np.zeros(EXP_DIM)
         self.pose_std_sum = np.zeros(POSE_DIM)
+        self.max_clip_frames = 0  # the longest clip: a training window must fit in it
 
     def add(self, motion: np.ndarray) -> None:
         m = motion.astype(np.float64)
         self.frames += m.shape[0]
         self.clips += 1
+        self.max_clip_frames = max(self.max_clip_frames, m.shape[0])
         self.exp_sum += m[:, EXP].sum(0)
         self.exp_sumsq += (m[:, EXP] ** 2).sum(0)
         self.pose_std_sum += m[:, EXP_DIM:].std(0)
@@ -58,6 +60,7 @@ class StatsAccumulator:
         self.exp_sum += other.exp_sum
         self.exp_sumsq += other.exp_sumsq
         self.pose_std_sum += other.pose_std_sum
+        self.max_clip_frames = max(self.max_clip_frames, other.max_clip_frames)
 
     def to_json(self) -> dict[str, Any]:
         if self.clips == 0:
@@ -73,6 +76,7 @@ class StatsAccumulator:
             **stats.to_dict(),
             "num_clips": self.clips,
             "num_frames": self.frames,
+            "max_clip_frames": self.max_clip_frames,
             "accumulators": {
                 "frames": self.frames,
                 "clips": self.clips,
@@ -91,7 +95,21 @@ class StatsAccumulator:
         acc.exp_sum = np.asarray(a["exp_sum"], dtype=np.float64)
         acc.exp_sumsq = np.asarray(a["exp_sumsq"], dtype=np.float64)
         acc.pose_std_sum = np.asarray(a["pose_std_sum"], dtype=np.float64)
+        acc.max_clip_frames = int(d.get("max_clip_frames", 0))  # 0: unknown (written before it was recorded)
         return acc
+
+
+def stats_file_problems(path: Path) -> list[str]:
+    """What makes a stats.json unusable: unreadable, missing fields, or implausible values in its
+    statistics or in the accumulators that merging datasets relies on."""
+    try:
+        d = json.loads(path.read_text())
+        MotionStats.from_dict(d)
+        if "accumulators" in d:  # what a merge of datasets recomputes the statistics from
+            MotionStats.from_dict(StatsAccumulator.from_json(d).to_json())
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
+        return [f"invalid normalisation statistics ({type(e).__name__}: {e})"]
+    return []
 
 
 def load_stats(path: str | Path) -> MotionStats:
@@ -243,21 +261,25 @@ def check_dataset(directory: str | Path, check_video: bool = True) -> tuple[list
     summary = {"shards": 0, "samples": 0, "bad_samples": 0}
     if not (d / MANIFEST).is_file():
         return [Problem(MANIFEST, "-", "missing: not a dataset directory written by the shard writer")], summary
-    manifest = json.loads((d / MANIFEST).read_text())
+    try:
+        manifest = json.loads((d / MANIFEST).read_text())
+        entries = manifest["shards"]
+        listed = {s["name"] for s in entries}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        return [Problem(MANIFEST, "-", f"not a valid manifest ({type(e).__name__}: {e}); re-create it with "
+                                       "`playmate prepare --merge` or the shard writer")], summary
+    if not entries:
+        problems.append(Problem(MANIFEST, "-", "lists no shards: the dataset is empty"))
     if manifest.get("schema_version") != SCHEMA_VERSION:
         problems.append(Problem(MANIFEST, "-", f"schema_version {manifest.get('schema_version')} != {SCHEMA_VERSION}"))
     if not (d / STATS).is_file():
         problems.append(Problem(STATS, "-", "missing: training needs normalisation statistics"))
     else:
-        try:
-            load_stats(d / STATS)
-        except ValueError as e:
-            problems.append(Problem(STATS, "-", str(e)))
-    listed = {s["name"] for s in manifest.get("shards", [])}
+        problems.extend(Problem(STATS, "-", e) for e in stats_file_problems(d / STATS))
     for extra in sorted(p.name for p in d.glob("*.tar") if p.name not in listed):
         problems.append(Problem(extra, "-", "shard not listed in manifest.json"))
     keys: dict[str, str] = {}
-    for entry in manifest.get("shards", []):
+    for entry in entries:
         summary["shards"] += 1
         problems.extend(_check_shard(d, entry, keys, summary, check_video))
     if summary["samples"] != manifest.get("num_samples"):

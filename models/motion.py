@@ -36,6 +36,12 @@ PITCH, YAW, ROLL = 63, 64, 65
 # Angle range representable by LivePortrait's 66-bin heads: 3·i − 97.5 for i in [0, 65].
 ANGLE_LIMIT_DEG = 97.5
 NUM_BINS = 66
+# Plausibility bounds of raw motion (checked by the shard contract and the statistics): LivePortrait's
+# expression offsets and translations are of order 0.01–1 in its keypoint units, its scale of order 1;
+# anything beyond these bounds is a broken extraction, not a face.
+EXP_LIMIT = 10.0  # |δ|
+TRANS_LIMIT = 10.0  # |t|
+SCALE_RANGE = (1e-3, 10.0)  # s
 
 # Indices (into the 21 keypoints) used by the synthetic world and by the mouth-opening statistic.
 # LivePortrait's real keypoints are unsupervised; these are the indices whose vertical spread
@@ -158,7 +164,29 @@ class MotionStats:
             if v.shape != (n,):
                 raise ValueError(f"normalisation statistic '{key}' has shape {tuple(v.shape)}, expected ({n},)")
             out[key] = v
-        return cls(**out)
+        stats = cls(**out)
+        problems = stats.problems()
+        if problems:
+            raise ValueError("implausible normalisation statistics: " + "; ".join(problems))
+        return stats
+
+    def problems(self) -> list[str]:
+        """What makes these statistics unusable: non-finite values, non-positive or absurd scales."""
+        p = []
+        for key in ("exp_mean", "exp_std", "pose_std"):
+            v = getattr(self, key)
+            if not torch.isfinite(v).all():
+                p.append(f"{key} has {int((~torch.isfinite(v)).sum())} non-finite value(s)")
+        if p:
+            return p
+        if (self.exp_std <= 0).any() or (self.pose_std <= 0).any():
+            p.append("a standard deviation is ≤ 0")
+        if self.exp_mean.abs().max() > EXP_LIMIT or self.exp_std.max() > EXP_LIMIT:
+            p.append(f"expression mean/std beyond ±{EXP_LIMIT} (max |mean| {self.exp_mean.abs().max():.3g}, "
+                     f"max std {self.exp_std.max():.3g})")
+        if self.pose_std[:3].max() > ANGLE_LIMIT_DEG:
+            p.append(f"pose-angle std {self.pose_std[:3].max():.3g}° beyond {ANGLE_LIMIT_DEG}°")
+        return p
 
     @classmethod
     def identity(cls) -> MotionStats:

@@ -9,6 +9,7 @@ reads back as a `Checkpoint` whose config is a typed `ExperimentConfig`. All loa
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,10 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpo
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "fp32.ckpt"
             convert_zero_checkpoint_to_fp32_state_dict(str(p), str(out))
-            ckpt = torch.load(out, map_location="cpu", weights_only=True)
+            ckpt = _load(out, config_key, p)
     else:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    hp = ckpt.get("hyper_parameters", {})
+        ckpt = _load(p, config_key, p)
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "config" not in hp:
         raise ConfigError(f"{config_key}: {p} is not a playmate training checkpoint (no config in hyper_parameters)")
     ema = next((state["shadow"] for name, state in ckpt.get("callbacks", {}).items() if name.startswith("EMACallback")),
@@ -85,13 +86,27 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpo
     )
 
 
+def _load(path: Path, config_key: str, shown: Path) -> Any:
+    """torch.load(weights_only=True) with one ConfigError line for a truncated, foreign or pickled file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if isinstance(e, pickle.UnpicklingError):  # torch's text goes on to suggest unpickling anyway: never
+            why = "it holds pickled Python objects, not only tensors and plain containers"
+        else:
+            text = str(e).strip()
+            why = f"{type(e).__name__}: {text.splitlines()[0].split('. ')[0] if text else ''}"
+        raise ConfigError(f"{config_key}: {shown} cannot be loaded as a checkpoint with torch.load(weights_only=True)"
+                          f" ({why}); give a checkpoint written by `playmate train` or an export directory") from None
+
+
 def read_export(d: Path) -> Checkpoint:
     for f in (MODEL_FILE, CONFIG_FILE, STATS_FILE):
         if not (d / f).is_file():
             raise ConfigPathError(f"{d}: export directory lacks {f} (made by `playmate export`?)")
     stats = json.loads((d / STATS_FILE).read_text())
     return Checkpoint(
-        state_dict=torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True),
+        state_dict=_load(d / MODEL_FILE, "checkpoint", d / MODEL_FILE),
         config=experiment_from_dict(yaml.safe_load((d / CONFIG_FILE).read_text()), str(d / CONFIG_FILE)),
         stats=MotionStats.from_dict(stats),
         ema=None,

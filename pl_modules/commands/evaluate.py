@@ -64,11 +64,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from pl_modules.evaluation.offline import evaluate_checkpoints
     from pl_modules.inference.inputs import GenerationError
 
+    if args.device:
+        from pl_modules.inference.request import check_device
+
+        check_device(args.device)
     try:
         report = evaluate_checkpoints(args.ckpts, args.data, args.out, cfg, args.device, use_ema=not args.no_ema)
     except (FileNotFoundError, GenerationError) as e:  # a checkpoint, shard or weights file that is not there
         raise UserError(str(e)) from None
-    print(f"report: {report}")
+    import json
+
+    skipped = json.loads(report.with_name("metrics.json").read_text()).get("skipped_clips", [])
+    for c in skipped:
+        print(f"skipped {c['shard']}:{c['key']}: {c['reason']}")
+    print(f"report: {report}" + (f" ({len(skipped)} sample(s)/shard(s) of --data skipped, listed there)"
+                                 if skipped else ""))
     print(f"        {report.with_name('report.html')}")
     print(f"        {report.with_name('metrics.json')}")
     return 0

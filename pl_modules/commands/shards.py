@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def check(args: argparse.Namespace) -> int:
     from datamodules.shards import check_dataset
 
+    from pathlib import Path
+
+    from pl_modules.commands import UserError
+
+    missing = [d for d in args.dirs if not Path(d).is_dir()]
+    if missing:
+        raise UserError(f"{', '.join(missing)}: no such dataset directory (give directories holding manifest.json)")
     bad = 0
     for d in args.dirs:
         problems, summary = check_dataset(d, check_video=not args.no_video)

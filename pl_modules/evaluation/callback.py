@@ -4,8 +4,9 @@ At global_step % every_n_steps == 0 (once per step, also under gradient accumula
     EMA weights swapped in (when an EMACallback holds them) → this rank's clips (fixed list, split
     across ranks without duplicates) generated with fixed seeds, rendered when a face model is
     configured → metrics computed on every rank (a collective) → scalars eval/<name> to the logger
-    and trainer.callback_metrics → on rank zero a W&B table (one row per clip) and sample mp4s with
-    audio (logged by path) → EMA weights swapped out.
+    and trainer.callback_metrics → on rank zero the report (report.md/html, metrics.json under
+    out_dir/step<N>/, as `playmate evaluate` writes it; a W&B artifact of type "evaluation"), a W&B
+    table (one row per clip) and sample mp4s with audio → EMA weights swapped out.
 The metric networks live in this callback's Evaluator, never in the LightningModule, and the
 callback's own checkpoint state is empty: checkpoints never contain metric weights.
 """
@@ -43,6 +44,7 @@ class EvaluationCallback(pl.Callback):
         self.out_dir = Path(out_dir) if out_dir else None
         self._evaluator = evaluator
         self._clips: list[EvalClip] | None = None
+        self._skipped: list[Any] = []  # what loading the clips left out (listed in the report)
         self._last_step = -1
         self.last_result: EvalResult | None = None
 
@@ -59,6 +61,7 @@ class EvaluationCallback(pl.Callback):
             self._evaluator = Evaluator(self.config, pl_module.device)
         if self._clips is None:
             clips = load_clips(self.data, self.config.num_clips, self.config.max_frames, "data.val_shards")
+            self._skipped = clips.skipped
             self._clips = split_for_rank(clips, trainer.global_rank, trainer.world_size)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
@@ -98,9 +101,12 @@ class EvaluationCallback(pl.Callback):
             return
         log.info("eval step %d%s: %s", step, " (RANDOM WEIGHTS)" if result.random_weights else "",
                  ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.scalars.items())))
+        report = self.write_report(result, step) if self.out_dir is not None else None
         wandb = next((lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"), None)
         if wandb is None:
             return
+        if report is not None:
+            self.log_report_artifact(wandb, report, step)
         columns = sorted({k for row in result.per_clip for k in row}, key=lambda k: (k != "key", k))
         data = [[row.get(c) for c in columns] for row in result.per_clip]
         wandb.log_table(key="eval/clips", columns=columns, data=data, step=step)
@@ -110,6 +116,24 @@ class EvaluationCallback(pl.Callback):
                             format=["mp4"] * len(paths), caption=[p.stem for p in paths])
         if result.random_weights:
             wandb.experiment.summary["eval/title"] = result.title
+
+    def write_report(self, result: EvalResult, step: int) -> Path:
+        """report.md/html and metrics.json of this evaluation under out_dir/step<N>/; returns report.md."""
+        from pl_modules.evaluation.report import CheckpointResult, write_report
+
+        return write_report([CheckpointResult(f"step {step}", step, result)], self.out_dir / f"step{step:08d}",
+                            self.data, self._skipped)
+
+    @staticmethod
+    def log_report_artifact(wandb_logger: Any, report: Path, step: int) -> None:
+        """The report files as a W&B artifact of type "evaluation" (one version per evaluation)."""
+        import wandb
+
+        run = wandb_logger.experiment
+        art = wandb.Artifact(f"{run.name or 'run'}-eval", type="evaluation", metadata={"global_step": step})
+        for name in ("report.md", "report.html", "metrics.json"):
+            art.add_file(str(report.with_name(name)))
+        run.log_artifact(art, aliases=[f"step{step}", "latest"])
 
     @staticmethod
     def write_videos(result: EvalResult, out_dir: Path) -> list[Path]:

@@ -40,7 +40,8 @@ def evaluate_checkpoints(
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = [str(d) for d in data]
     clips = load_clips(data, cfg.num_clips, cfg.max_frames)
-    log.info("evaluating %d checkpoint(s) on %d clips (%s)", len(ckpts), len(clips), dev)
+    log.info("evaluating %d checkpoint(s) on %d clips (%s)%s", len(ckpts), len(clips), dev,
+             f"; {len(clips.skipped)} skipped (listed in the report)" if clips.skipped else "")
     evaluator = evaluator or Evaluator(cfg, dev)
     results = []
     for ckpt in ckpts:
@@ -50,4 +51,4 @@ def evaluate_checkpoints(
         log.info("%s (step %s): %s", ckpt, step, ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.scalars.items())))
         results.append(CheckpointResult(str(ckpt), step, result))
         del gen
-    return write_report(results, out_dir, data)
+    return write_report(results, out_dir, data, clips.skipped)

@@ -328,8 +328,9 @@ def short_labels(labels: Sequence[str]) -> list[str]:
     return [str(label) for label in labels]
 
 
-def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> list[tuple]:
-    """The whole report as blocks (title first)."""
+def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str],
+                  skipped_clips: Sequence[Any] = ()) -> list[tuple]:
+    """The whole report as blocks (title first). skipped_clips: `datamodules.clips.SkippedClip`s."""
     random = any(r.result.random_weights for r in results)
     title = RANDOM_TITLE if random else "Playmate evaluation"
     blocks: list[tuple] = [("h", 1, title)]
@@ -338,6 +339,9 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
                                "below only exercises the pipeline. Motion statistics (no network) are real."))
     blocks.append(("p", f"Made by `playmate evaluate` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
                         f"data: {', '.join(map(str, data))}; checkpoints: {len(results)}."))
+    if skipped_clips:
+        blocks.append(("warn", f"{len(skipped_clips)} sample(s) or shard(s) of the data were skipped while loading "
+                               "the clips (listed under Protocol); the numbers cover the clips that loaded."))
     keys = [k for k in DESCRIPTIONS if any(k in r.result.scalars for r in results)]
     keys += sorted({k for r in results for k in r.result.scalars} - set(keys))
     names = short_labels([r.label for r in results])
@@ -365,16 +369,21 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str]) -> l
             blocks.append(("image", f"strip_{s['key']}.png", _png(frame_strip(s)),
                            f"{s['key']}: {kind}, evenly spaced times"))
     blocks += _protocol_blocks(last.result.protocol)
+    if skipped_clips:
+        blocks += [("h", 3, "Skipped while loading the clips"),
+                   ("table", ["shard", "key", "reason"], [[c.shard, c.key, c.reason] for c in skipped_clips])]
     return blocks
 
 
-def write_report(results: Sequence[CheckpointResult], out_dir: str | Path, data: Sequence[str]) -> Path:
-    """Write report.md, report.html, metrics.json (and the md's PNGs) to out_dir; returns report.md."""
+def write_report(results: Sequence[CheckpointResult], out_dir: str | Path, data: Sequence[str],
+                 skipped_clips: Sequence[Any] = ()) -> Path:
+    """Write report.md, report.html, metrics.json (and the md's PNGs) to out_dir; returns report.md.
+    skipped_clips: what loading the clips left out (`datamodules.clips.SkippedClip`), listed in all three."""
     if not results:
         raise ValueError("write_report needs at least one evaluated checkpoint")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    md, page = render(report_blocks(results, data), out)
+    md, page = render(report_blocks(results, data, skipped_clips), out)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(page)
     random = any(r.result.random_weights for r in results)
@@ -382,6 +391,7 @@ def write_report(results: Sequence[CheckpointResult], out_dir: str | Path, data:
         "title": RANDOM_TITLE if random else "Playmate evaluation",
         "random_weights": random,
         "data": [str(d) for d in data],
+        "skipped_clips": [{"shard": c.shard, "key": c.key, "reason": c.reason} for c in skipped_clips],
         "checkpoints": [{"checkpoint": r.label, "global_step": r.global_step, "scalars": r.result.scalars,
                          "per_clip": r.result.per_clip, "protocol": r.result.protocol} for r in results],
     }

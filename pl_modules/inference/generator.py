@@ -67,7 +67,8 @@ class MotionGenerator:
             ckpt = read_checkpoint(path)
             model = build_model(ckpt, use_ema)
         except (FileNotFoundError, ConfigError, WeightsError) as e:
-            raise GenerationError(f"cannot load checkpoint {path}: {e}") from None
+            text = str(e)  # the loaders' messages already name the file
+            raise GenerationError(text if str(path) in text else f"cannot load checkpoint {path}: {text}") from None
         cfg = ckpt.config
         encoder = None if cfg.data.audio_source == "precomputed" else _checked_encoder(cfg, str(path))
         gen = cls(model.eval(), ckpt.stats, cfg, encoder, str(path), ckpt.global_step)

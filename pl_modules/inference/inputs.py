@@ -123,11 +123,19 @@ def load_reference(path: str | Path, face_model: Any = None) -> Reference:
         return Reference(motion[0].float(), kp[0].float(), crop)
     if p.suffix.lower() != ".npz":
         raise GenerationError(f"reference {p}: expected a .npz (motion, kp) or an image {IMAGE_SUFFIXES}")
-    with np.load(p) as z:
-        if "motion" not in z or "kp" not in z:
-            raise GenerationError(f"reference {p} must hold arrays `motion` (70,) or (T, 70) and `kp` (21, 3); "
-                                  f"it has {sorted(z.files)}")
-        motion, kp = z["motion"].astype(np.float32), z["kp"].astype(np.float32)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "motion" not in z or "kp" not in z:
+                raise GenerationError(f"reference {p} must hold arrays `motion` (70,) or (T, 70) and `kp` (21, 3); "
+                                      f"it has {sorted(z.files)}")
+            motion, kp = z["motion"].astype(np.float32), z["kp"].astype(np.float32)
+    except GenerationError:
+        raise
+    except Exception as e:  # not an npz, pickled objects, truncated archive
+        # numpy reads bytes that are not a zip archive as a pickle (and suggests allow_pickle): never
+        why = "not an .npz archive" if "pickled" in str(e) else f"{type(e).__name__}: {e}"
+        raise GenerationError(f"reference {p} is not a readable .npz of arrays ({why}); write it "
+                              "with numpy.savez(motion=..., kp=...) or --save-reference") from None
     motion = motion[0] if motion.ndim == 2 else motion
     if motion.shape != (MOTION_DIM,) or kp.shape != (NUM_KP, 3):
         raise GenerationError(f"reference {p}: motion {motion.shape} / kp {kp.shape}, expected (70,) / (21, 3)")

@@ -6,6 +6,7 @@ import time, so building the CLI parser stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,40 @@ class GenerationRequest:
     device: str = "cpu"
     render_batch: int = 4  # frames per renderer batch
 
+    def problems(self) -> list[str]:
+        """Bad numbers and combinations, each naming its flag (checked before anything is loaded)."""
+        p = []
+        if self.steps is not None and self.steps < 1:
+            p.append(f"--steps must be ≥ 1, got {self.steps}")
+        for flag, v in (("--w-a", self.w_a), ("--w-e", self.w_e)):
+            if v is not None and not (math.isfinite(v) and 0.0 <= v <= 100.0):
+                p.append(f"{flag} must be a finite guidance scale in [0, 100], got {v}")
+        if self.seed < 0:
+            p.append(f"--seed must be ≥ 0, got {self.seed}")
+        if self.render_batch < 1:
+            p.append(f"--render-batch must be ≥ 1, got {self.render_batch}")
+        if self.video and not self.face_model:
+            p.append("--video needs --face-model DIR (the LivePortrait weights) to render frames")
+        return p
+
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out else Path(Path(self.audio).stem + ".npy")
+
+
+def check_device(device: str) -> None:
+    """A torch device string that exists on this machine, or one GenerationError line naming --device."""
+    import torch
+
+    from pl_modules.inference.inputs import GenerationError
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise GenerationError(f"--device {device!r} is not a torch device ({e}); e.g. cpu, cuda, cuda:1") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise GenerationError(f"--device {device}: no such CUDA device here ({torch.cuda.device_count()} visible); "
+                              "use --device cpu")
 
 
 def run_request(req: GenerationRequest) -> dict[str, Any]:
@@ -47,10 +79,10 @@ def run_request(req: GenerationRequest) -> dict[str, Any]:
     from pl_modules.inference.inputs import GenerationError, load_audio, load_reference, save_reference
     from pl_modules.inference.render import load_face, render_video
 
-    if req.video and not req.face_model:
-        raise GenerationError("--video needs --face-model DIR (the LivePortrait weights) to render frames")
-    if req.steps is not None and req.steps < 1:
-        raise GenerationError(f"--steps must be ≥ 1, got {req.steps}")
+    problems = req.problems()
+    if problems:
+        raise GenerationError("; ".join(problems))
+    check_device(req.device)
     face = load_face(req.face_model, req.device, req.face_preset) if req.face_model else None
     ref = load_reference(req.reference, face)
     if req.save_reference:

@@ -1,0 +1,113 @@
+"""Training windows: a decoded clip → normalised windows of Tp context + T frames with aligned audio,
+and the batch they make (`WindowBatch`, the fields the LightningModule reads).
+
+Normalisation is the paper's adaptive one: expression by the dataset's global statistics, pose by
+the clip's own mean and the dataset's pose std (docs/design.md).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from datamodules.contract import SAMPLES_PER_FRAME
+from models.emotion import EMOTIONS, NULL_EMOTION
+from models.motion import POSE, MotionStats, normalize_motion
+
+
+class WindowMaker:
+    """Decoded clip → normalised training windows of Tp context + T frames with aligned audio."""
+
+    def __init__(self, stats: MotionStats, t_window: int, tp: int, audio_source: str) -> None:
+        self.stats, self.t_window, self.tp, self.audio_source = stats, t_window, tp, audio_source
+        self.exp_mean = stats.exp_mean.numpy()
+        self.exp_std = stats.exp_std.numpy()
+        self.pose_std = stats.pose_std.numpy()
+
+    def window(self, s: dict[str, Any], start: int) -> dict[str, Any]:
+        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded."""
+        t, tp, n = self.t_window, self.tp, s["motion"].shape[0]
+        lo = start - tp
+        pad = max(0, -lo)
+        idx = slice(max(lo, 0), start + t)
+        pose_mean = np.asarray(s["meta"]["pose_mean"], dtype=np.float32)
+        motion = normalize_motion(
+            torch.from_numpy(s["motion"][idx]), self.stats, torch.from_numpy(pose_mean)
+        ).numpy()  # (≤Tp+T, 70)
+        motion = np.pad(motion, ((pad, 0), (0, 0)))  # (Tp+T, 70)
+        # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
+        # the reference pose is the pose mean: the identity feature carries its expression only.
+        first = torch.from_numpy(s["motion"][0])
+        ref = normalize_motion(first, self.stats, first[POSE]).numpy()
+        emotion = s["meta"]["emotion"]
+        out = {
+            "motion": motion.astype(np.float32),
+            "has_context": start >= tp,
+            "kp": s["kp"],
+            "ref_motion": ref.astype(np.float32),  # (70,) normalised reference (first) frame
+            "pose_mean": pose_mean,
+            "emotion": EMOTIONS.index(emotion) if emotion is not None else NULL_EMOTION,
+            "key": s["__key__"],
+            "start": start,
+            "num_frames": n,
+        }
+        if self.audio_source == "precomputed":
+            feats = s["audio_feats"][idx].astype(np.float32)  # (≤Tp+T, L, C)
+            out["audio"] = np.pad(feats, ((pad, 0), (0, 0), (0, 0)))
+        else:
+            a = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
+            out["audio"] = np.pad(a, (pad * SAMPLES_PER_FRAME, 0))  # ((Tp+T)·640,)
+        return out
+
+    def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
+        return [rng.randint(0, n_frames - self.t_window) for _ in range(k)]
+
+
+class WindowBatch(TypedDict):
+    """One batch of windows, as `collate_windows` makes it and the LightningModule reads it.
+
+    B windows; Tp context frames, then T generated frames, S = Tp + T; L, C: audio-encoder layers,
+    channels. Normalised motion: exp by the global z-score, pose by (pose - clip pose mean) / dataset
+    pose std. Context frames before the clip start are zero rows (and zero audio).
+    """
+
+    motion: Tensor  # (B, S, 70) float32: normalised motion of frames [start-Tp, start+T)
+    has_context: Tensor  # (B,) bool: start ≥ Tp, i.e. the Tp context frames are real, not padding
+    kp: Tensor  # (B, 21, 3) float32: the clip's canonical keypoints
+    ref_motion: Tensor  # (B, 70) float32: the clip's first frame normalised, its pose by itself (→ 0)
+    pose_mean: Tensor  # (B, 7) float32: the clip's pose mean (to de-normalise)
+    emotion: Tensor  # (B,) int64: index into EMOTIONS; NULL_EMOTION (8) = no label
+    start: Tensor  # (B,) int64: clip frame of the first generated frame
+    key: list[str]  # (B,) sample keys
+    # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
+    audio: Tensor
+    # training only: the making worker's ledger (datamodules.health.SampleLedger.snapshot) when the
+    # batch's last window was cut; a plain dict, taken out in the main process before device transfer
+    data_stats: NotRequired[dict[str, Any]]
+    # validation only (windows start at frame 0), raw for generation-based metrics:
+    wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
+    gt_motion: NotRequired[Tensor]  # (B, T, 70) float32: the clip's raw (not normalised) motion of [0, T)
+    ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
+
+
+def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
+    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
+    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
+             for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
+    batch = WindowBatch(
+        **stack,
+        has_context=torch.tensor([it["has_context"] for it in items]),
+        emotion=torch.tensor([it["emotion"] for it in items], dtype=torch.long),
+        start=torch.tensor([it["start"] for it in items], dtype=torch.long),
+        key=[it["key"] for it in items],
+    )
+    for k in ("wav", "gt_motion", "ref_raw"):
+        if k in items[0]:
+            batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
+    if "data_stats" in items[0]:
+        batch["data_stats"] = items[-1]["data_stats"]
+    return batch
