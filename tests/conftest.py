@@ -13,6 +13,7 @@ from tests.helpers import write_random_dataset
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # also read by training (it then keeps the thread count)
 torch.set_num_threads(1)  # 2 cores: intra-op threads on top of data workers/other processes are 4× slower
 
 

@@ -26,6 +26,7 @@ from pl_modules.commands import main
 def _clip(frames: int = 50, wav_frames: int | None = None, key: str = "t-c0") -> ClipSample:
     rng = np.random.default_rng(0)
     m = rng.normal(size=(frames, 70)).astype(np.float32)
+    m[:, 69] = 1.0 + 0.1 * m[:, 69] ** 2  # scale: positive, about 1
     n = (frames if wav_frames is None else wav_frames) * 640
     meta = clip_meta(clip_id="c0", dataset="t", speaker_id="s", motion=m, source="test")
     return ClipSample(key, m, rng.normal(size=(21, 3)).astype(np.float32), np.zeros(n, np.int16), meta)

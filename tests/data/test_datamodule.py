@@ -12,6 +12,7 @@ import torch
 
 from configs.schema import DataConfig
 from datamodules.contract import decode_sample
+from datamodules.health import BadDataError
 from datamodules.motion_wds import MotionDataModule, load_motion_stats
 from datamodules.shards import iter_tar_samples
 from models.motion import normalize_motion
@@ -128,12 +129,13 @@ def test_bad_samples_are_skipped_and_counted(tmp_path: Path, caplog):
     truncated.write_bytes(truncated.read_bytes()[:20000])
     dm = _dm(_cfg(tmp_path / "ds", epoch_windows=200, max_bad_fraction=0.5))
     with caplog.at_level("WARNING"):
-        batches = list(dm.train_dataloader())
-    assert len(batches) == 50
+        batches = [dm.on_before_batch_transfer(b, 0) for b in dm.train_dataloader()]  # as the trainer does
+    assert len(batches) == 50 and not any("data_stats" in b for b in batches)  # taken out before transfer
     seen_keys = {k for b in batches for k in b["key"]}
     assert key not in seen_keys
-    _, seen, bad = batches[-1]["data_stats"].tolist()
-    assert bad >= 2 and seen > bad
+    assert dm.health.bad >= 2 and dm.health.seen > dm.health.bad
+    worst = {url.rsplit("/", 1)[-1]: why for url, _, why in dm.health.worst_shards()}
+    assert "sha256" in worst["rand-000001.tar"] and "unreadable tar" in worst["rand-000003.tar"]
     assert f"rand-000001.tar:{key}" in caplog.text and "sha256" in caplog.text
     assert "rand-000003.tar" in caplog.text
 
@@ -143,8 +145,9 @@ def test_too_many_bad_samples_stop_the_run_naming_shards(tmp_path: Path):
     for i in range(2):
         _corrupt_first_motion(tmp_path / "ds" / f"rand-00000{i}.tar")
     dm = _dm(_cfg(tmp_path / "ds", max_bad_fraction=0.1, min_bad_samples=3))
-    with pytest.raises(RuntimeError, match=r"data.max_bad_fraction.*rand-00000[01]\.tar"):
-        list(dm.train_dataloader())
+    with pytest.raises(BadDataError, match=r"data.max_bad_fraction.*rand-00000[01]\.tar"):
+        for b in dm.train_dataloader():
+            dm.on_before_batch_transfer(b, 0)
 
 
 def test_too_few_shards_for_workers(random_dataset: Path):

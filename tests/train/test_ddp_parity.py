@@ -11,7 +11,8 @@ import torch
 from tests.helpers import tiny_config, write_random_dataset
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from datamodules.motion_wds import WindowMaker, collate_windows, load_motion_stats
+from datamodules.motion_wds import load_motion_stats
+from datamodules.windows import WindowMaker, collate_windows
 from datamodules.shards import iter_tar_samples
 from datamodules.contract import decode_sample
 from models.diffusion.loss import training_loss

@@ -23,7 +23,9 @@ def _cfg(*ov: str) -> ExperimentConfig:
 def test_deepspeed_strategy_from_config():
     cfg = _cfg("trainer=deepspeed_stage_2", "data.batch_size=64", "trainer.devices=8")
     s = build_strategy(cfg, per_rank_batch=8)
-    assert type(s).__name__ == "DeepSpeedStrategy"
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    assert isinstance(s, DeepSpeedStrategy) and type(s).__name__ == "AtomicDeepSpeedStrategy"
     zero = s.config["zero_optimization"]
     assert zero["stage"] == 2 and zero["reduce_bucket_size"] == 5e8 and zero["allgather_bucket_size"] == 5e8
     assert s.config["train_micro_batch_size_per_gpu"] == 8

@@ -18,7 +18,8 @@ import torch
 from tests.helpers import ROOT, tiny_config
 
 from datamodules.contract import decode_sample
-from datamodules.motion_wds import WindowMaker, collate_windows, load_motion_stats
+from datamodules.motion_wds import load_motion_stats
+from datamodules.windows import WindowMaker, collate_windows
 from datamodules.shards import iter_tar_samples
 from datamodules.synthetic import synthesize_dataset
 from pl_modules.module import MotionDiffusionModule

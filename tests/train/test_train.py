@@ -1,11 +1,8 @@
-"""Training end to end on CPU: checkpoints, resume, export, stage two, SLURM requeue."""
+"""Training end to end on CPU: checkpoints, resume, export, stage two (SLURM and faults: tests/faults/)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -118,52 +115,5 @@ def test_stage2_freezes_stage_one_bit_identical(stage1_run, tmp_path, monkeypatc
 def test_stage2_rejects_a_mismatched_checkpoint(stage1_run, tmp_path):
     tmp, _ = stage1_run
     with pytest.raises(ValueError, match="do not match the model"):
-        run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "r", steps=1, model="S",
+        run("stage2.yaml", tiny_overrides(tmp / "ds", tmp_path / "r", steps=2, model="S",
                                           **{"stage2.init_from": str(tmp / "run" / "checkpoints" / "last.ckpt")}))
-
-
-# ------------------------------------------------------------------ SLURM: fake environment
-
-
-def _shims(bin_dir: Path) -> None:
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text(
-        '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\necho $$ > "$SHIM_PID"\nexec "$@"\n')
-    (bin_dir / "scontrol").write_text('#!/bin/bash\necho "$@" >> "$SCONTROL_LOG"\n')
-    for f in bin_dir.iterdir():
-        f.chmod(0o755)
-
-
-def test_sbatch_script_under_fake_slurm_requeues_and_resumes(tmp_path):
-    write_random_dataset(tmp_path / "ds", clips=8, per_shard=2)
-    _shims(tmp_path / "bin")
-    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242",
-           "SLURM_NNODES": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NTASKS": "1", "SLURM_PROCID": "0",
-           "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_NAME": "playmate-stage1",
-           "SLURM_NODELIST": "localhost", "SLURM_SUBMIT_DIR": str(ROOT), "RUN_DIR": str(tmp_path / "run"),
-           "EXPERIMENT": "slurmtest", "SHIM_PID": str(tmp_path / "pid"), "SCONTROL_LOG": str(tmp_path / "scontrol.log"),
-           "MASTER_ADDR": "127.0.0.1"}
-    ov = [o for o in tiny_overrides(tmp_path / "ds", tmp_path / "run", steps=100000)
-          if not o.startswith(("run_dir=", "name="))]
-    ov = [o for o in ov if not o.startswith("trainer.val_every")] + ["trainer.val_every_n_steps=0"]
-    proc = subprocess.Popen(["bash", str(ROOT / "sbatch" / "stage1.sh"), *ov], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ckpts = tmp_path / "run" / "checkpoints"
-    deadline = time.time() + 240
-    while not list(ckpts.glob("step*.ckpt")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.5)
-    assert proc.poll() is None, proc.stdout.read()
-    os.kill(int((tmp_path / "pid").read_text()), signal.SIGUSR1)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 0, out
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
-    cfg = (tmp_path / "run" / "config.yaml").read_text()
-    assert "devices: 1" in cfg and "num_nodes: 1" in cfg and "name: slurmtest" in cfg
-    step = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
-    assert step >= 2
-    ov2 = [o if not o.startswith("trainer.max_steps") else f"trainer.max_steps={step + 2}" for o in ov]
-    out2 = subprocess.run(["bash", str(ROOT / "sbatch" / "stage1.sh"), *ov2], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=240)
-    assert out2.returncode == 0, out2.stdout + out2.stderr
-    assert "Restored all states from the checkpoint" in out2.stdout + out2.stderr
-    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == step + 2
