@@ -16,6 +16,7 @@ than `min_track` detections·k. Shape legend: T frames · n frames of a track.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,9 @@ def smooth_boxes(track: Track, kernel: int = 13, mode: str = "reference") -> tup
     if mode == "reference":
         from scipy.signal import medfilt
 
-        return medfilt(s, kernel_size=kernel), medfilt(x, kernel_size=kernel), medfilt(y, kernel_size=kernel)
+        with warnings.catch_warnings():  # tracks shorter than the kernel: zero padding, as intended
+            warnings.simplefilter("ignore", UserWarning)
+            return medfilt(s, kernel_size=kernel), medfilt(x, kernel_size=kernel), medfilt(y, kernel_size=kernel)
     if mode == "nearest":
         from scipy.ndimage import median_filter
 

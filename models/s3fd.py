@@ -237,9 +237,14 @@ class S3FD:
     """S3FD with the reference's pre- and post-processing; `detect_faces` is the contract."""
 
     def __init__(self, net: nn.Module, device: str | torch.device = "cpu", weights_path: str | Path | None = None):
-        self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.net = net.to(torch.device(device)).eval()
         self.weights_path = weights_path
+
+    @property
+    def device(self) -> torch.device:
+        """Where the network is (it may be moved later, e.g. by a metric's `.to()`)."""
+        p = next(iter(self.net.parameters()), None)
+        return p.device if p is not None else torch.device("cpu")
 
     @classmethod
     def from_file(cls, path: str | Path | None, device: str | torch.device = "cpu",
