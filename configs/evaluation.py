@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 METRICS = ("motion", "fid", "fvd", "sync", "csim", "psnr", "ssim", "lpips")
+# Sync-C/D crops: whole (the frame is the face crop, LRS protocol) or s3fd_track (syncnet_python's
+# S3FD face-track crop); auto = s3fd_track when syncnet_weights and s3fd_weights are both set
+SYNC_CROPS = ("auto", "whole", "s3fd_track")
 
 
 @dataclass
@@ -31,6 +34,10 @@ class EvaluationConfig:
     fvd_weights: Optional[str] = None  # i3d_pretrained_400.pt (piergiaj / VideoGPT port)
     fvd_clip_len: int = field(default=16, metadata={"range": (9, None)})  # I3D needs ≥ 9 frames
     syncnet_weights: Optional[str] = None  # syncnet_v2.model (joonson/syncnet_python)
+    s3fd_weights: Optional[str] = None  # sfd_face.pth (S3FD, the face detector of syncnet_python's pipeline)
+    sync_crop: str = field(default="auto", metadata={"choices": SYNC_CROPS})  # see SYNC_CROPS
+    sync_min_track: int = field(default=100, metadata={"range": (1, None)})  # s3fd_track: > this many detections
+    sync_min_face_size: float = field(default=100.0, metadata={"range": (0.0, None)})  # s3fd_track: px at eval_size
     arcface_weights: Optional[str] = None  # insightface arcface_torch backbone.pth
     arcface_arch: str = field(default="r100", metadata={"choices": ("r18", "r34", "r50", "r100")})
     lpips_weights: Optional[str] = None  # alexnet-owt-7be5be79.pth; needs torchvision
@@ -50,3 +57,17 @@ class EvaluationConfig:
             raise ValueError(f"face_model_preset must be 'full' or 'tiny', got {self.face_model_preset!r}")
         if self.fvd_clip_len < 9:
             raise ValueError(f"fvd_clip_len {self.fvd_clip_len} < 9: I3D yields no logits for shorter clips")
+        if self.sync_crop not in SYNC_CROPS:
+            raise ValueError(f"sync_crop {self.sync_crop!r} unknown; choose from {list(SYNC_CROPS)}")
+        if self.sync_crop == "s3fd_track" and not self.s3fd_weights:
+            raise ValueError("sync_crop=s3fd_track needs s3fd_weights (--s3fd PATH to sfd_face.pth)")
+        if self.sync_crop_mode == "s3fd_track" and self.eval_size < 112:
+            raise ValueError(f"eval_size {self.eval_size} < 112: S3FD at scale 0.25 needs 28-pixel inputs; raise "
+                             "eval_size or set sync_crop=whole")
+
+    @property
+    def sync_crop_mode(self) -> str:
+        """The Sync-C/D crop used: 'whole' or 's3fd_track' (auto: s3fd_track with real SyncNet and S3FD weights)."""
+        if self.sync_crop == "auto":
+            return "s3fd_track" if self.syncnet_weights and self.s3fd_weights else "whole"
+        return self.sync_crop

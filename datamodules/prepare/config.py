@@ -30,15 +30,23 @@ class ClipConfig:
 
 @dataclass
 class DetectorConfig:
-    """Where the face box comes from: dataset annotations, a detector file, or the documented centre fallback."""
+    """Where the face comes from: dataset annotations, S3FD face tracks, a detector file, or the centre fallback."""
 
-    # auto: annotations where the adapter has them (AVSpeech), else the detector file if configured, else centre
-    kind: str = field(default="auto", metadata={"choices": ("auto", "annotations", "file", "centre")})
-    weights: Optional[str] = None  # TorchScript detector (docs/data-preparation.md: input/output contract)
+    # auto: annotations where the adapter has them (AVSpeech), else S3FD tracks if detector.weights is set,
+    # else the centre box; file: a TorchScript detector (one box per frame)
+    kind: str = field(default="auto", metadata={"choices": ("auto", "annotations", "s3fd", "file", "centre")})
+    weights: Optional[str] = None  # s3fd: the public sfd_face.pth; file: a TorchScript detector (docs)
     every: int = field(default=5, metadata={"range": (1, None)})  # run the detector on every N-th 25 fps frame
-    min_score: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # detections below are gaps
+    min_score: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # file detector: lower scores are gaps
     centre_fraction: float = field(default=0.45, metadata={"range": (0.05, 1.0)})  # centre box side / min(H, W)
     annotation_fraction: float = field(default=0.35, metadata={"range": (0.05, 1.0)})  # AVSpeech box side / H
+    # s3fd: the Sync-C/Sync-D pipeline's numbers (syncnet_python run_pipeline.py)
+    conf_th: float = field(default=0.9, metadata={"range": (0.0, 1.0)})  # S3FD face score threshold
+    scale: float = field(default=0.25, metadata={"range": (0.01, 4.0)})  # S3FD input scale of the decoded frame
+    iou_threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # joins a track: IoU > this
+    max_missed: int = field(default=25, metadata={"range": (0, None)})  # ... at most this many frames later
+    smooth_kernel: int = field(default=13, metadata={"range": (1, None)})  # odd median filter of size and centre
+    batch_size: int = field(default=16, metadata={"range": (1, None)})  # frames per S3FD forward
 
 
 @dataclass
@@ -101,6 +109,10 @@ class PrepareConfig:
                         f"{self.clips.chunk_s} < clips.max_s {self.clips.max_s}; a clip must fit a chunk"))
         if self.detector.kind == "file" and not self.detector.weights:
             bad.append(("detector.weights", "detector.kind=file needs detector.weights=PATH (a TorchScript detector)"))
+        if self.detector.kind == "s3fd" and not self.detector.weights:
+            bad.append(("detector.weights", "detector.kind=s3fd needs detector.weights=PATH (sfd_face.pth)"))
+        if self.detector.smooth_kernel % 2 == 0:
+            bad.append(("detector.smooth_kernel", f"{self.detector.smooth_kernel} must be odd (a median filter)"))
         if self.filters.sync and not self.filters.sync_weights:
             bad.append(("filters.sync_weights", "filters.sync=true needs filters.sync_weights=PATH (syncnet_v2.model)"))
         if self.num_slices is not None and self.num_slices < 1:

@@ -1,5 +1,6 @@
-"""The face of a clip: where it is (dataset annotation, a TorchScript detector file, or the centre
-fallback) and the 256² crop around it by the face model's crop convention (CPU, in the workers).
+"""The face of a clip: where it is (dataset annotation, S3FD face tracks, a TorchScript detector file,
+or the centre fallback) and the 256² crop around it by the face model's crop convention (CPU, in the
+workers): one crop per clip from one box, or a crop per frame that follows a face track.
 """
 
 from __future__ import annotations
@@ -44,9 +45,21 @@ class TorchScriptDetector:
         return [row[:4].astype(np.float64) if row[4] >= self.min_score else None for row in out]
 
 
-def make_detector(cfg: PrepareConfig, device: str = "cpu") -> TorchScriptDetector | None:
-    if cfg.detector.kind in ("file", "auto") and cfg.detector.weights:
-        return TorchScriptDetector(cfg.detector.weights, cfg.detector.min_score, device)
+def make_detector(cfg: PrepareConfig, device: str = "cpu") -> Any:
+    """The configured detector: S3FD (kind s3fd, or auto with detector.weights), a TorchScript file (kind
+    file), or None (annotations / centre box)."""
+    kind, weights = cfg.detector.kind, cfg.detector.weights
+    if kind == "file" and weights:
+        return TorchScriptDetector(weights, cfg.detector.min_score, device)
+    if kind in ("s3fd", "auto") and weights:
+        from models.s3fd import S3FD
+        from models.weights import WeightsError
+
+        try:
+            return S3FD.from_file(weights, device, config_key="detector.weights")
+        except WeightsError as e:
+            raise WeightsError(f"{e} (detector.kind=auto/s3fd expects sfd_face.pth; "
+                               "a TorchScript detector needs detector.kind=file)") from None
     return None
 
 
@@ -104,3 +117,15 @@ def crop_frames(frames: np.ndarray, box: np.ndarray, params: Any, dsize: int = C
     m = crop_matrix(centre - np.array([x0, y0]), side, angle, dsize)
     out = warp_images(frames[:, y0:y1, x0:x1], m, dsize, chunk)
     return out, square
+
+
+def crop_frames_tracked(frames: np.ndarray, boxes: np.ndarray, params: Any,
+                        dsize: int = CROP_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, h, w, 3) + one face box per frame (n, 4) → (uint8 (n, dsize, dsize, 3), crop squares (n, 4)):
+    the crop of `crop_frames` for each frame around its own box, so the crop follows the face."""
+    out = np.empty((len(frames), dsize, dsize, 3), np.uint8)
+    squares = np.empty((len(frames), 4))
+    for t, box in enumerate(boxes):
+        crop, squares[t] = crop_frames(frames[t : t + 1], box, params, dsize)
+        out[t] = crop[0]
+    return out, squares

@@ -32,11 +32,13 @@ from datamodules.prepare.slices import (
 from datamodules.prepare.workers import ItemFailed, error_text, item_outcomes
 
 
-def run_prepare(cfg: PrepareConfig, extractor: Any = None, sync_net: Any = None) -> dict[str, Any]:
+def run_prepare(cfg: PrepareConfig, extractor: Any = None, sync_net: Any = None,
+                detector: Any = None) -> dict[str, Any]:
     """Process this slice's items (resuming from its ledger); write its manifest/stats/summary.
 
-    `extractor` (anything with extract_motion(frames) → (motion, kp)) and `sync_net` may be injected
-    (tests); otherwise they are loaded from face_model_dir / filters.sync_weights. With one slice the
+    `extractor` (anything with extract_motion(frames) → (motion, kp)), `sync_net` and `detector` (anything
+    with S3FD's detect_faces, or a TorchScriptDetector) may be injected (tests); otherwise they are loaded
+    from face_model_dir / filters.sync_weights / detector.weights. With one slice the
     dataset's manifest.json and stats.json are written too (several slices: `merge_slices`).
     """
     index, num = resolve_slice(cfg)
@@ -47,13 +49,13 @@ def run_prepare(cfg: PrepareConfig, extractor: Any = None, sync_net: Any = None)
         items = items[: cfg.max_items]
     lock = lock_slice(sdir)
     try:
-        return _run_slice(cfg, items, index, num, sdir, extractor, sync_net)
+        return _run_slice(cfg, items, index, num, sdir, extractor, sync_net, detector)
     finally:
         lock.close()
 
 
 def _run_slice(cfg: PrepareConfig, items: list[RawItem], index: int, num: int, sdir: Path, extractor: Any,
-               sync_net: Any) -> dict[str, Any]:
+               sync_net: Any, detector: Any) -> dict[str, Any]:
     name = cfg.dataset_name
     state = LedgerState.load(sdir / LEDGER)
     settings = output_settings(cfg)
@@ -74,7 +76,7 @@ def _run_slice(cfg: PrepareConfig, items: list[RawItem], index: int, num: int, s
     writer = SliceWriter(sdir, f"{name}-s{index:03d}-p{part:03d}", cfg.maxcount, ledger)
     progress = Progress(len(todo), f"[prepare {name} s{index:03d}/{num}]", cfg.progress)
     try:
-        for item, results in item_outcomes(todo, cfg, scratch):
+        for item, results in item_outcomes(todo, cfg, scratch, detector, device):
             kept = _process_item(item, results, cfg, state, writer, ledger, extractor, sync_net)
             progress.update(items=1, clips=kept)
         writer.close_shard()

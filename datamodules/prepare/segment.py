@@ -3,6 +3,7 @@ part of data preparation for one item (runs in a worker process).
 
     probe → decode audio, resample to 16 kHz mono → plan the 25 fps timeline → select video frames by
     nearest timestamp (decord; PyAV fallback) → split at scene cuts / silences → face box → 256² crop
+    (with S3FD: face tracks → a clip per dominant track → a 256² crop per frame that follows the face)
 
 The main process then finishes each clip on the device (`datamodules.prepare.motion.finish_clip`).
 """
@@ -17,7 +18,8 @@ import numpy as np
 
 from datamodules.contract import FPS, SAMPLES_PER_FRAME
 from datamodules.prepare.adapters import RawItem
-from datamodules.prepare.face import TorchScriptDetector, crop_frames, face_box
+from datamodules.prepare import tracking
+from datamodules.prepare.face import crop_frames, crop_frames_tracked, face_box
 from datamodules.prepare.media import (
     FrameReader,
     decode_audio,
@@ -126,9 +128,7 @@ class ClipRejection:
     detail: str
 
 
-def prepare_item(
-    item: RawItem, cfg: Any, detector: TorchScriptDetector | None = None
-) -> Iterator[PreparedClip | ClipRejection]:
+def prepare_item(item: RawItem, cfg: Any, detector: Any = None) -> Iterator[PreparedClip | ClipRejection]:
     """All CPU steps for one item; yields clips (or clip rejections); raises Rejected for the whole item."""
     from models.liveportrait.crop import CropParams
 
@@ -164,10 +164,15 @@ def prepare_item(
                               cfg.clips.silence_db, max(1, int(round(cfg.clips.min_silence_s * FPS))))
         for a, b in segs:
             produced += 1
+            seg_wav, start_s = wav[a * SAMPLES_PER_FRAME : b * SAMPLES_PER_FRAME], tl.t0 + (c0 + a) / FPS
+            if tracking.uses_tracks(item, cfg.detector, detector):
+                yield from _tracked_clips(item, c0 + a, frames[a:b], seg_wav, start_s, reader.scale, params, cfg,
+                                          detector, pr.fps, rate)
+                continue
             clip_id = f"{item.item_id}_f{c0 + a:06d}"
             try:
-                yield _crop_clip(item, clip_id, frames[a:b], wav[a * SAMPLES_PER_FRAME : b * SAMPLES_PER_FRAME],
-                                 tl.t0 + (c0 + a) / FPS, reader.scale, params, cfg, detector, pr.fps, rate)
+                yield _crop_clip(item, clip_id, frames[a:b], seg_wav, start_s, reader.scale, params, cfg, detector,
+                                 pr.fps, rate)
             except Rejected as r:
                 yield ClipRejection(clip_id, item.item_id, r.reason, r.detail)
     if produced == 0:
@@ -187,6 +192,37 @@ def _crop_clip(item, clip_id, frames, wav, start_s, scale, params, cfg, detector
         raise Rejected(FACE_SMALL, f"face box side {side:.0f} px < filters.min_face_px={cfg.filters.min_face_px}")
     crops, square = crop_frames(frames, box, params)
     src_square = [square[0] / sx, square[1] / sy, square[2] / sx, square[3] / sy]
+    return _prepared(item, clip_id, crops, wav, start_s, src_box, src_square, source.split(":")[0], cfg, fps, rate)
+
+
+def _tracked_clips(item, first, frames, wav, start_s, scale, params, cfg, detector, fps, rate):
+    """A clip per chosen S3FD face track of a piece starting at frame `first` (clip ids by their first frame)."""
+    min_frames = int(round(cfg.clips.min_s * FPS))
+    try:
+        tracks = tracking.face_tracks(frames, cfg.detector, detector)
+        chosen = tracking.choose_tracks(tracks, min_frames, cfg.filters.min_face_px, scale,
+                                        probed=len(range(0, len(frames), cfg.detector.every)))
+    except Rejected as r:
+        yield ClipRejection(f"{item.item_id}_f{first:06d}", item.item_id, r.reason, r.detail)
+        return
+    sx, sy = scale
+    per_side = np.array([sx, sy, sx, sy])
+    for t in chosen:
+        a, b = int(t.frames[0]), int(t.frames[-1]) + 1
+        clip_id = f"{item.item_id}_f{first + a:06d}"
+        try:
+            crops, squares = crop_frames_tracked(frames[a:b], tracking.crop_boxes(t, cfg.detector.smooth_kernel),
+                                                 params)
+        except Rejected as r:
+            yield ClipRejection(clip_id, item.item_id, r.reason, r.detail)
+            continue
+        yield _prepared(item, clip_id, crops, wav[a * SAMPLES_PER_FRAME : b * SAMPLES_PER_FRAME], start_s + a / FPS,
+                        np.median(t.boxes, axis=0) / per_side, np.median(squares, axis=0) / per_side, "s3fd_track",
+                        cfg, fps, rate)
+
+
+def _prepared(item, clip_id, crops, wav, start_s, face_box, crop_box, source, cfg, fps, rate) -> PreparedClip:
+    """The PreparedClip (boxes in source pixels), with its mp4 encoded here when write_mp4."""
     mp4 = None
     if cfg.write_mp4:
         from datamodules.video import encode_mp4
@@ -194,6 +230,6 @@ def _crop_clip(item, clip_id, frames, wav, start_s, scale, params, cfg, detector
         mp4 = encode_mp4(crops, fps=FPS, crf=cfg.crf)
     return PreparedClip(
         clip_id=clip_id, item_id=item.item_id, start_s=float(start_s), crops=crops, wav=to_int16(wav),
-        face_box=[float(v) for v in src_box], crop_box=[float(v) for v in src_square], box_source=source.split(":")[0],
+        face_box=[float(v) for v in face_box], crop_box=[float(v) for v in crop_box], box_source=source,
         source_fps=float(fps), source_sample_rate=int(rate), mp4=mp4,
     )

@@ -27,11 +27,11 @@ from datamodules.prepare.segment import ClipRejection, PreparedClip, prepare_ite
 _W: dict[str, Any] = {}
 
 
-def _init_worker(cfg: PrepareConfig, scratch: str) -> None:
+def _init_worker(cfg: PrepareConfig, scratch: str, detector: Any = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _W.update(cfg=cfg, scratch=Path(scratch), detector=make_detector(cfg))
+    _W.update(cfg=cfg, scratch=Path(scratch), detector=detector if detector is not None else make_detector(cfg))
 
 
 def _worker_item(item: RawItem) -> tuple[str, list[dict], str, str]:
@@ -87,10 +87,15 @@ class ItemFailed(Exception):
         self.error = error
 
 
-def item_outcomes(todo: list[RawItem], cfg: PrepareConfig, scratch: Path) -> Iterator[tuple[RawItem, Iterator]]:
-    """(item, iterator of its clip results) in item order; the iterator raises Rejected / ItemFailed at its end."""
+def item_outcomes(todo: list[RawItem], cfg: PrepareConfig, scratch: Path, detector: Any = None,
+                  device: str = "cpu") -> Iterator[tuple[RawItem, Iterator]]:
+    """(item, iterator of its clip results) in item order; the iterator raises Rejected / ItemFailed at its end.
+
+    `detector` replaces the configured one (tests; it must pickle when num_workers > 0). The configured
+    detector runs on `device` inline (num_workers 0) and on the CPU in worker processes.
+    """
     if cfg.num_workers == 0:
-        det = make_detector(cfg)
+        det = detector if detector is not None else make_detector(cfg, device)
         for it in todo:
             yield it, prepare_item(it, cfg, det)
         return
@@ -105,7 +110,7 @@ def item_outcomes(todo: list[RawItem], cfg: PrepareConfig, scratch: Path) -> Ite
             raise ItemFailed(detail)
 
     ctx = mp.get_context("spawn")  # no fork: decord/torch threads in the parent must not be inherited
-    with ctx.Pool(cfg.num_workers, initializer=_init_worker, initargs=(cfg, str(scratch))) as pool:
+    with ctx.Pool(cfg.num_workers, initializer=_init_worker, initargs=(cfg, str(scratch), detector)) as pool:
         queue: deque = deque()
         it_iter = iter(todo)
         for it in it_iter:

@@ -10,7 +10,7 @@ import logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from configs.evaluation import METRICS, EvaluationConfig
+    from configs.evaluation import METRICS, SYNC_CROPS, EvaluationConfig
 
     d = EvaluationConfig()  # every default below comes from here
     p = sub.add_parser(
@@ -28,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face-model-preset", default=d.face_model_preset, choices=("full", "tiny"),
                    help="tiny: test/demo weights only")
     p.add_argument("--i3d", help="I3D weights for FVD (i3d_pretrained_400.pt)")
-    p.add_argument("--syncnet", help="SyncNet weights for Sync-C/D (syncnet_v2.model)")
+    p.add_argument("--syncnet", default=d.syncnet_weights, help="SyncNet weights for Sync-C/D (syncnet_v2.model)")
+    p.add_argument("--s3fd", default=d.s3fd_weights,
+                   help="S3FD weights (sfd_face.pth): with --syncnet, Sync-C/D on syncnet_python's face-track crops")
+    p.add_argument("--sync-crop", default=d.sync_crop, choices=SYNC_CROPS,
+                   help=f"Sync-C/D crop (default {d.sync_crop}: s3fd_track when --syncnet and --s3fd are given, "
+                        "else the whole face crop)")
     p.add_argument("--feature-net", help="Inception weights for FID (pt_inception-2015-12-05-6726825d.pth)")
     p.add_argument("--arcface", help="ArcFace IResNet weights for CSIM (backbone.pth)")
     p.add_argument("--arcface-arch", default=d.arcface_arch, choices=("r18", "r34", "r50", "r100"))
@@ -56,11 +61,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
             num_clips=args.max_clips, max_frames=args.max_frames, sample_seed=args.seed, sampling_steps=args.steps,
             metrics=list(args.metrics), face_model_dir=args.face_model, face_model_preset=args.face_model_preset,
             fid_weights=args.feature_net, fvd_weights=args.i3d, syncnet_weights=args.syncnet,
+            s3fd_weights=args.s3fd, sync_crop=args.sync_crop,
             arcface_weights=args.arcface, arcface_arch=args.arcface_arch, lpips_weights=args.lpips,
             random_weights=args.random_weights,
         )
     except ValueError as e:
         raise UserError(str(e)) from None
+    from models.weights import WeightsError
     from pl_modules.evaluation.offline import evaluate_checkpoints
     from pl_modules.inference.inputs import GenerationError
 
@@ -70,7 +77,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         check_device(args.device)
     try:
         report = evaluate_checkpoints(args.ckpts, args.data, args.out, cfg, args.device, use_ema=not args.no_ema)
-    except (FileNotFoundError, GenerationError) as e:  # a checkpoint, shard or weights file that is not there
+    except (FileNotFoundError, GenerationError, WeightsError) as e:  # a checkpoint, shard or weights file
         raise UserError(str(e)) from None
     import json
 

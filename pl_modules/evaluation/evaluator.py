@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from configs.schema import EvaluationConfig
 from datamodules.clips import EvalClip
 from models.clock import SAMPLES_PER_FRAME
+from pl_modules.evaluation.sync_crop import sync_frames, sync_metrics, sync_resolution
 from pl_modules.inference.generator import MotionGenerator, clip_seed
 from pl_modules.inference.inputs import Reference
 
@@ -58,7 +59,6 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
     from metrics.fvd import FVD, FVDConfig, InceptionI3d
     from metrics.image import build_lpips, build_psnr, build_ssim
     from metrics.motion import MotionMetrics
-    from metrics.sync import SyncMetric
     from models.syncnet import SyncNet
 
     want = set(cfg.metrics)
@@ -99,9 +99,7 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
         elif not unavailable("sync", "syncnet_weights / --syncnet"):
             net = _random(SyncNet)
         if net is not None:
-            crop = "whole 256x256 face crop resized to 224x224 (LRS protocol, none_resize_224), BGR"
-            for name in ("sync", "sync_gt"):
-                out[name] = SyncMetric(net, weights_path=cfg.syncnet_weights, crop=crop)
+            out.update(sync_metrics(cfg, net))  # whole-crop or S3FD face-track crop (cfg.sync_crop_mode)
     if "csim" in want:
         if cfg.arcface_weights:
             out["csim"] = CSIM(IResNet.from_file(cfg.arcface_weights, cfg.arcface_arch),
@@ -260,7 +258,7 @@ class Evaluator:
             for name, frames in (("sync", fake), ("sync_gt", real)):
                 metric = m[name]
                 before = len(metric.conf)
-                metric.update(_bgr224(frames.cpu()), wav)
+                metric.update(sync_frames(metric, frames, _bgr224), wav)
                 if len(metric.conf) > before:
                     suffix = name.removeprefix("sync")  # "" or "_gt"
                     row[f"sync_c{suffix}"] = float(metric.conf[-1])
@@ -347,7 +345,7 @@ class Evaluator:
                        "then the network's own resize",
                 "fvd": f"{cfg.eval_size} frames → I3D resize (see FVD protocol), "
                        f"first {cfg.fvd_clip_len} frames per clip",
-                "sync": f"{cfg.eval_size} → 224x224 BGR, whole face crop (no mouth/S3FD crop)",
+                "sync": sync_resolution(cfg, self.metrics),
                 "csim": f"{cfg.eval_size} → 112x112 whole face crop (no 5-point alignment); source = first GT frame",
                 "psnr_ssim_lpips": f"generated vs GT frame t at {cfg.eval_size}x{cfg.eval_size}, [0, 1]",
             },
