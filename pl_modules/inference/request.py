@@ -6,9 +6,12 @@ import time, so building the CLI parser stays fast.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+MAX_AUTO_THREADS = 4  # the sampler's matrices (3 CFG rows × 125 frames × width) gain little beyond this
 
 
 @dataclass
@@ -33,24 +36,57 @@ class GenerationRequest:
     seed: int = 0
     device: str = "cpu"
     render_batch: int = 4  # frames per renderer batch
+    threads: int | None = None  # torch intra-op CPU threads; None = `auto_threads()`
 
     @property
     def out_path(self) -> Path:
         return Path(self.out) if self.out else Path(Path(self.audio).stem + ".npy")
 
 
-def run_request(req: GenerationRequest) -> dict[str, Any]:
-    """Generate (and render) as the request says; returns {"motion": path, "frames": N, "video": path|None}."""
-    import numpy as np
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Intra-op threads for generation: $OMP_NUM_THREADS when set, else the cores no other process is
+    using now (usable cores − 1-minute load average, rounded down), at least 1 and at most 4.
 
-    from pl_modules.inference.generator import generate_motion
-    from pl_modules.inference.inputs import GenerationError, load_audio, load_reference, save_reference
-    from pl_modules.inference.render import load_face, render_video
+    Threads beyond the idle cores compete with other jobs: on a loaded 2-core machine 2 threads were
+    11.5× slower than 1 (benchmarks/RESULTS.md), while the sampler's small matrices gain little past 4.
+    """
+    if cores is None and load is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(MAX_AUTO_THREADS, int(cores - load)))
+
+
+def run_request(req: GenerationRequest) -> dict[str, Any]:
+    """Generate (and render) as the request says; returns {"motion": path, "frames": N, "video": path|None}.
+    torch runs with `req.threads` intra-op threads (None: `auto_threads()`), restored afterwards."""
+    import torch
+
+    from pl_modules.inference.inputs import GenerationError
 
     if req.video and not req.face_model:
         raise GenerationError("--video needs --face-model DIR (the LivePortrait weights) to render frames")
     if req.steps is not None and req.steps < 1:
         raise GenerationError(f"--steps must be ≥ 1, got {req.steps}")
+    if req.threads is not None and req.threads < 1:
+        raise GenerationError(f"--threads must be ≥ 1, got {req.threads}")
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(req.threads or auto_threads())
+    try:
+        return _run(req)
+    finally:
+        torch.set_num_threads(threads_before)  # a library caller keeps its own setting
+
+
+def _run(req: GenerationRequest) -> dict[str, Any]:
+    import numpy as np
+
+    from pl_modules.inference.generator import generate_motion
+    from pl_modules.inference.inputs import load_audio, load_reference, save_reference
+    from pl_modules.inference.render import load_face, render_video
+
     face = load_face(req.face_model, req.device, req.face_preset) if req.face_model else None
     ref = load_reference(req.reference, face)
     if req.save_reference:
