@@ -376,6 +376,13 @@ class MotionDiT(nn.Module):
                 f"Tp={c.tp} context + T={n} window frames (T alone only when context is None)"
             )
 
+    def compile_blocks(self, **kwargs) -> None:
+        """torch.compile every Conformer block in place (`nn.Module.compile`): parameter and state-dict
+        names stay unchanged, so checkpoints load into compiled and eager models alike. kwargs go to
+        torch.compile (e.g. backend="eager" in tests)."""
+        for block in self.blocks:
+            block.compile(**kwargs)
+
     # --------------------------------------------------------------------------------------------
     # Accounting
     # --------------------------------------------------------------------------------------------

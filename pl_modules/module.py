@@ -67,6 +67,8 @@ class MotionDiffusionModule(pl.LightningModule):
         if self.cfg.stage == "stage2":
             self.model.attach_emotion_controller(build_emotion_controller(self.cfg.emotion, self.cfg.model))
             freeze_stage_one(self.model, self.cfg.emotion.train_exp_head)
+        if self.cfg.trainer.compile:  # in place: checkpoint keys unchanged (MotionDiT.compile_blocks)
+            self.model.compile_blocks()
 
     @property
     def audio_encoder(self) -> torch.nn.Module | None:
@@ -97,7 +99,8 @@ class MotionDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg.optim
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                fused=o.fused or None)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
                          floor=o.min_lr_ratio))

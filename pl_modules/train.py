@@ -20,6 +20,7 @@ from configs.schema import ExperimentConfig
 from datamodules.motion_wds import MotionDataModule
 from pl_modules.callbacks import EMACallback, RequeueCallback, ThroughputCallback
 from pl_modules.module import MotionDiffusionModule
+from pl_modules.strategy import build_strategy
 from pl_modules.checkpoints import load_stage_one_into
 
 log = logging.getLogger("playmate.train")
@@ -47,21 +48,6 @@ def build_logger(cfg: ExperimentConfig, run_dir: Path):
 def _netrc_has_wandb() -> bool:
     netrc = Path.home() / ".netrc"
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
-
-
-def build_strategy(cfg: ExperimentConfig, per_rank_batch: int):
-    t = cfg.trainer
-    if t.strategy.startswith("deepspeed"):
-        from lightning.pytorch.strategies import DeepSpeedStrategy
-
-        return DeepSpeedStrategy(stage=int(t.strategy[-1]), logging_batch_size_per_gpu=per_rank_batch,
-                                 allgather_bucket_size=t.deepspeed_bucket_size,
-                                 reduce_bucket_size=t.deepspeed_bucket_size)
-    if t.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        return DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
-    return "auto"
 
 
 def latest_checkpoint(ckpt_dir: Path) -> str | None:
