@@ -21,7 +21,8 @@ def tracked_files() -> list[Path]:
 
 
 def test_no_file_cites_a_document_outside_the_repository() -> None:
-    bad = [f"{f.relative_to(ROOT)}:{i}: {line.strip()}" for f in tracked_files()
+    files = [f for f in tracked_files() if f.name != Path(__file__).name]  # this file holds the patterns themselves
+    bad = [f"{f.relative_to(ROOT)}:{i}: {line.strip()}" for f in files
            for i, line in enumerate(f.read_text(errors="ignore").splitlines(), 1) if EXTERNAL_DOC.search(line)]
     assert not bad, "cite docs/ or state the fact inline:\n" + "\n".join(bad)
 
