@@ -27,7 +27,8 @@ def _module(ctx: Ctx, preset: str, extra: list[str] = ()):  # type: ignore[assig
     cfg = load_experiment(ROOT / "configs" / "stage1.yaml",
                           [f"model={'tiny' if ctx.dry else preset}", "data.train_shards=[x]",
                            "data.audio_source=precomputed", "optim.warmup_steps=0", *extra])
-    cfg.model.audio_layers, cfg.model.audio_dim = 12, 768  # precomputed wav2vec2-base features
+    if cfg.data.audio_source == "precomputed":
+        cfg.model.audio_layers, cfg.model.audio_dim = 12, 768  # precomputed wav2vec2-base features
     torch.manual_seed(0)
     module = MotionDiffusionModule(cfg, MotionStats.identity())
     module.configure_model()
@@ -36,11 +37,12 @@ def _module(ctx: Ctx, preset: str, extra: list[str] = ()):  # type: ignore[assig
     return module, module.configure_optimizers()["optimizer"]
 
 
-def _batch(b: int, device: str) -> dict[str, Any]:
+def _batch(b: int, device: str, wav: bool = False) -> dict[str, Any]:
     import torch
 
     g = torch.Generator().manual_seed(0)
-    batch = {"motion": torch.randn(b, 125, 70, generator=g), "audio": torch.randn(b, 125, 12, 768, generator=g).half(),
+    audio = torch.randn(b, 125 * 640, generator=g) * 0.1 if wav else torch.randn(b, 125, 12, 768, generator=g).half()
+    batch = {"motion": torch.randn(b, 125, 70, generator=g), "audio": audio,
              "kp": torch.randn(b, 21, 3, generator=g), "ref_motion": torch.randn(b, 70, generator=g),
              "has_context": torch.ones(b, dtype=torch.bool)}
     return {k: v.to(device) for k, v in batch.items()}
@@ -113,6 +115,40 @@ def profile(ctx: Ctx, preset: str) -> None:
         module_f, opt_f = _module(ctx, preset, ["optim.fused=true"])
         ctx.figures["fused_adamw"] = _rate(ctx, _step_fn(module_f, opt_f, _batch(b, ctx.device), ctx.device), b,
                                            flops, 10)
+        del module_f, opt_f
+    try:
+        encoder_in_step(ctx, preset, b)
+    except Exception as e:  # noqa: BLE001 (a finding, not a reason to lose the figures above)
+        ctx.figures["wav2vec2_in_step"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+        ctx.notes.append(f"wav2vec2 in the step failed: {type(e).__name__}")
+
+
+def encoder_in_step(ctx: Ctx, preset: str, b: int) -> None:
+    """wav in the batch, a wav2vec2-base encoder (random weights, built from its config) run in the step under
+    bf16 autocast: windows/s, MFU (DiT FLOPs only, as logged) and the hardware utilisation with the encoder."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from models.audio import encoder_flops_per_window
+
+    d = ctx.scratch / "wav2vec2"
+    if not (d / "config.json").is_file():
+        torch.manual_seed(0)
+        small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                     conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
+                     num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4)
+        Wav2Vec2Model(Wav2Vec2Config(**(small if ctx.dry else {}))).save_pretrained(d)
+    module, opt = _module(ctx, preset, ["audio.name=wav2vec2", f"audio.wav2vec2_path={d}", "data.audio_source=wav",
+                                        "trainer.precision=bf16-mixed"])
+    counted = 3 * module.model.flops_per_sample()
+    encoder = encoder_flops_per_window(module.cfg.audio, 125)
+    row = _rate(ctx, _step_fn(module, opt, _batch(b, ctx.device, wav=True), ctx.device), b, counted,
+                2 if ctx.dry else 10)
+    peak, _ = peak_bf16(ctx.device)
+    row.update(encoder_gflop_per_window=encoder / 1e9, dit_training_gflop_per_window=counted / 1e9,
+               hfu=row["samples_per_s"] * (counted + encoder) / peak if peak else None)
+    ctx.figures["wav2vec2_in_step"] = row
+    progress(f"  wav2vec2 in the step: {row}")
 
 
 def top_ops(prof, steps: int, cuda: bool) -> dict[str, Any]:

@@ -135,6 +135,14 @@ def _profile(steps: dict[str, Any]) -> list[str]:
         rows = list(g["sweep"])
         if g.get("fused_adamw"):
             rows.append({**g["fused_adamw"], "batch": f"{g['fused_adamw']['batch']} (fused AdamW)"})
+        w = g.get("wav2vec2_in_step", {})
+        if w.get("samples_per_s"):
+            rows.append({**w, "batch": f"{w['batch']} (wav + wav2vec2-base in the step, bf16 autocast; MFU counts "
+                                       f"the DiT's {f(w['dit_training_gflop_per_window'], '.1f')} GFLOP/window, "
+                                       f"with the encoder's {f(w['encoder_gflop_per_window'], '.1f')}: "
+                                       f"{f(w.get('hfu'), '.1%')})"})
+        elif w.get("error"):
+            out.append(f"wav2vec2 in the step: {w['error']}")
         comp = steps.get(name.replace("profile_", "compile_"), {}).get("figures", {})
         if comp.get("compiled"):
             rows.append({**comp["compiled"], "batch": f"{comp['compiled']['batch']} (compiled blocks; first step "

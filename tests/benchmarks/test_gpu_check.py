@@ -28,6 +28,7 @@ def test_gpu_check_cpu_dry_run_runs_every_step_and_writes_its_report(tmp_path: P
     assert resume["end_step"] == 6 and "ddp on CPU" in resume["strategy"]
     assert resume["checks"] and all(c["ok"] for c in resume["checks"].values())  # resume, export, EMA
     assert steps["profile_B"]["figures"]["profile"]["top"]  # the profiler summary
+    assert steps["profile_B"]["figures"]["wav2vec2_in_step"]["samples_per_s"] > 0  # the encoder-in-step option
     assert steps["sampling"]["figures"]["rows"][0]["motion_s_per_s"] > 0
     assert steps["face"]["figures"]["rows"][0]["render_fps"] > 0
     s3fd = steps["s3fd"]["figures"]
