@@ -84,7 +84,7 @@ def markdown(data: dict[str, Any]) -> str:
     title = "GPU check — CPU DRY RUN (tiny preset; no GPU figure)" if dry else f"GPU check — {env.get('device', '?')}"
     out = [f"## {title}", "",
            f"`benchmarks/gpu_check.sh{' --cpu-dry-run' if dry else ''}`, {meta.get('started', '?')}; "
-           f"device {env.get('device', '?')} ({env.get('memory_gib') and f(env.get('memory_gib'), '.0f')} GiB, "
+           f"device {env.get('device', '?')} ({f(env.get('memory_gib'), '.0f')} GiB, "
            f"driver/clock/power {env.get('nvidia_smi') or '–'}); torch {env.get('torch', '?')}, CUDA "
            f"{env.get('cuda') or '–'}, cuDNN {env.get('cudnn') or '–'}, DeepSpeed {env.get('deepspeed') or '–'}, "
            f"Lightning {env.get('lightning') or env.get('pytorch-lightning') or '–'}, Python {env.get('python', '?')}, "

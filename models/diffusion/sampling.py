@@ -178,7 +178,7 @@ def sample(
     """One window: guided sampling of (B, T, 70) normalised motion for the given conditioning.
 
     A model with `with_aligned_audio` (MotionDiT) aligns the window's audio once here, not at every
-    step and CFG pass: same numbers, 18–24% less generation time (benchmarks/RESULTS.md).
+    step and CFG pass: same numbers, 22% less generation time for preset S on CPU (benchmarks/RESULTS.md).
     """
     align = getattr(model, "with_aligned_audio", None)
     if align is not None and cond.aligned_audio is None:

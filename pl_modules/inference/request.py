@@ -45,7 +45,7 @@ class GenerationRequest:
 
 def auto_threads(cores: int | None = None, load: float | None = None) -> int:
     """Intra-op threads for generation: $OMP_NUM_THREADS when set, else the cores no other process is
-    using now (usable cores − 1-minute load average, rounded down), at least 1 and at most 4.
+    using now (usable cores − 1-minute load average, rounded), at least 1 and at most 4.
 
     Threads beyond the idle cores compete with other jobs: on a loaded 2-core machine 2 threads were
     11.5× slower than 1 (benchmarks/RESULTS.md), while the sampler's small matrices gain little past 4.
@@ -56,7 +56,7 @@ def auto_threads(cores: int | None = None, load: float | None = None) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if load is None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(MAX_AUTO_THREADS, int(cores - load)))
+    return max(1, min(MAX_AUTO_THREADS, int(cores - load + 0.5)))
 
 
 def run_request(req: GenerationRequest) -> dict[str, Any]:

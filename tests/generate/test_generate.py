@@ -290,7 +290,7 @@ def test_auto_threads_uses_the_idle_cores_between_1_and_4(monkeypatch):
     from pl_modules.inference.request import auto_threads
 
     assert auto_threads(cores=2, load=1.5) == 1  # a loaded 2-core machine: one thread
-    assert auto_threads(cores=2, load=0.2) == 1 and auto_threads(cores=2, load=0.0) == 2
+    assert auto_threads(cores=2, load=0.7) == 1 and auto_threads(cores=2, load=0.2) == 2  # idle: both cores
     assert auto_threads(cores=2, load=6.0) == 1 and auto_threads(cores=64, load=3.0) == 4
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert auto_threads() == 3  # the user's explicit setting wins
