@@ -11,7 +11,8 @@
 # Needs no network. Steps: env, data, DeepSpeed ZeRO-2 bf16 training of B (+ resume, export), the training
 # step alone (batch sweep, MFU, profiler top ops), sampling, face model, DDP bf16 (+ resume, export),
 # Fréchet GPU vs CPU, S3FD (when models/s3fd.py exists), pytest -m "gpu or deepspeed", L, compiled blocks.
-# GPU_CHECK_BUDGET_S (default 450) bounds the whole run: a step gets min(its cap, what is left).
+# GPU_CHECK_BUDGET_S (default 460) bounds the whole run: a step gets min(its cap, what is left); the steps
+# run most important first, so a tight budget drops L, the compiled blocks and the DDP resume.
 #
 # The GPU machine's image lacks some of our packages (DeepSpeed, webdataset, OmegaConf, ...): run
 # benchmarks/gpu_wheels.sh here first; it puts wheels into .whl/, which this script installs when present
@@ -35,7 +36,7 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
 cleanup() { if [[ "${GPU_CHECK_KEEP:-0}" == 1 ]]; then echo "[gpu_check] work dir kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 mkdir -p "$WORK/status" "$WORK/steps" "$WORK/logs" "$WORK/scratch"
-if [[ "$MODE" == dry ]]; then BUDGET="${GPU_CHECK_BUDGET_S:-240}"; else BUDGET="${GPU_CHECK_BUDGET_S:-450}"; fi
+if [[ "$MODE" == dry ]]; then BUDGET="${GPU_CHECK_BUDGET_S:-240}"; else BUDGET="${GPU_CHECK_BUDGET_S:-460}"; fi
 START=$(date +%s)
 RESERVE=5   # seconds kept for the last report
 MIN_STEP=20 # a step is not started with less than this left
@@ -93,26 +94,26 @@ py_step data 120 data
 py_step train_B_deepspeed_stage_2 170 train --preset B --strategy deepspeed_stage_2
 py_step resume_B_deepspeed_stage_2 150 resume --preset B --strategy deepspeed_stage_2
 py_step profile_B 120 profile --preset B
-py_step sampling 120 sampling
-py_step face 150 face
 if [[ "$MODE" == dry ]]; then
   skip_step train_B_ddp "dry run: the DeepSpeed row above already ran the ddp/gloo path"
-  skip_step resume_B_ddp "dry run: the DeepSpeed row above already ran the ddp/gloo path"
 else
   py_step train_B_ddp 120 train --preset B --strategy ddp
-  py_step resume_B_ddp 100 resume --preset B --strategy ddp
 fi
-py_step frechet 60 frechet
-py_step s3fd 60 s3fd
+py_step sampling 120 sampling
+py_step face 150 face
 mapfile -t MARKED < <(grep -rlE "pytest\.mark\.(gpu|deepspeed)" tests --include='*.py' | sort)
 run_step pytest 150 "$PY" -m pytest -m "gpu or deepspeed" -q -p no:cacheprovider --junitxml="$WORK/pytest.xml" \
   "${MARKED[@]}"
-if [[ "$MODE" == dry ]]; then
+py_step frechet 60 frechet
+py_step s3fd 60 s3fd
+if [[ "$MODE" == dry ]]; then  # the rest only when time is left, most useful first
   skip_step train_L_deepspeed_stage_2 "dry run: the same code path as B"
   skip_step compile_B "dry run: inductor compiles for minutes on CPU (tests cover the wrapping with backend=eager)"
+  skip_step resume_B_ddp "dry run: the DeepSpeed row above already ran the ddp/gloo path"
 else
   py_step train_L_deepspeed_stage_2 150 train --preset L --strategy deepspeed_stage_2
   py_step compile_B 150 compile --preset B
+  py_step resume_B_ddp 100 resume --preset B --strategy ddp
 fi
 report
 progress "done: $OUTDIR/gpu_check.json, gpu_check.md, gpu_check_logs.txt"

@@ -19,6 +19,7 @@ from check_common import ROOT, Ctx, peak_bf16, peak_memory_gib, progress, read_s
 # GPU sizes: B and L at a per-GPU batch that keeps an H100 busy, enough steps for a steady rate.
 GPU_PLAN = {"B": {"batch": 256, "steps": 300, "resume_steps": 50},
             "L": {"batch": 128, "steps": 120, "resume_steps": 20}}
+DDP_STEPS = 200  # the DDP comparison row of B (+ the same resume)
 DRY_PLAN = {"batch": 4, "steps": 4, "resume_steps": 2}
 WARMUP_STEPS = 0.2  # fraction of the steps excluded from the rate (compile, loader start, allocator)
 
@@ -131,6 +132,8 @@ def _rates(ctx: Ctx, rec, cfg, trainer) -> dict[str, Any]:
 def train(ctx: Ctx, preset: str, strategy: str, resume: bool) -> None:
     """Train N steps from scratch (resume=False), or resume that run for M more steps and check the export."""
     plan = DRY_PLAN if ctx.dry else GPU_PLAN[preset]
+    if strategy == "ddp" and not ctx.dry:
+        plan = {**plan, "steps": DDP_STEPS}
     run = f"{preset}_{strategy}"
     steps = plan["steps"] + (plan["resume_steps"] if resume else 0)
     ov = _overrides(ctx, preset, strategy, steps, plan["batch"], run)

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategy", default="deepspeed_stage_2", choices=["deepspeed_stage_2", "ddp"])
     a = p.parse_args(argv)
     ctx = Ctx(a.mode, a.work, a.scratch)
+    # `timeout` sends SIGTERM: unwind so that `finally` writes what the step has measured so far
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(124))
     if ctx.dry:
         import torch
 
