@@ -15,12 +15,12 @@ from pathlib import Path
 
 
 
-def windows_per_s(ds: Path, workers: int, audio_source: str, seconds: float) -> float:
+def windows_per_s(ds: Path, workers: int, audio_source: str, seconds: float, windows_per_clip: int = 1) -> float:
     from configs.schema import DataConfig
     from datamodules.motion_wds import MotionDataModule
 
     cfg = DataConfig(train_shards=[str(ds)], batch_size=32, num_workers=workers, shuffle_buffer=64,
-                     epoch_windows=10**9, audio_source=audio_source)
+                     epoch_windows=10**9, audio_source=audio_source, windows_per_clip=windows_per_clip)
     dm = MotionDataModule(cfg, t_window=100, tp=25)
     dm.setup()
     it = iter(dm.train_dataloader())

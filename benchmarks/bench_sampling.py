@@ -9,15 +9,21 @@ one forward), as `playmate generate --emotion` does; a row with audio-only CFG (
 for comparison. Audio features are random tensors of the wav2vec2-base shape (L 12, C 768), given
 as precomputed features: the frozen audio encoder is not timed. CPU rows per intra-op thread count;
 CUDA rows (fp32 and bf16 autocast) when a GPU is there.
+
+`--ab-rounds N` instead times the aligner computed once per window (the default) against the old
+path (the aligner inside every forward) in N interleaved rounds and prints the medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -62,6 +68,37 @@ def run_once(gen: MotionGenerator, seconds: float, steps: int, nested: bool, dev
     return time.perf_counter() - t0
 
 
+def ab_aligner_cache(args: argparse.Namespace, layers: int, dim: int) -> None:
+    """Interleaved rounds: aligner once per window (new) vs inside every forward (old); medians."""
+    torch.set_num_threads(args.threads[0])
+    gen = build(args.preset, layers, dim, "cpu")
+    old_path = mock.patch.object(MotionDiT, "with_aligned_audio", lambda self, cond, frames, drops=None: cond)
+    run_once(gen, min(args.seconds, 4.0), 2, True, "cpu", None, layers, dim)  # warm-up
+    walls: dict[str, list[float]] = {"once per window": [], "every forward": []}
+    cpu: dict[str, list[float]] = {k: [] for k in walls}
+    for r in range(args.ab_rounds):
+        for name in (walls if r % 2 == 0 else reversed(list(walls))):
+            with old_path if name == "every forward" else contextlib.nullcontext():
+                c0 = time.process_time()
+                walls[name].append(run_once(gen, args.seconds, args.steps, True, "cpu", None, layers, dim))
+                cpu[name].append(time.process_time() - c0)
+    print(f"\npreset {args.preset} + emotion controller, nested CFG, {args.seconds:g} s of audio, DDIM {args.steps}, "
+          f"{args.threads[0]} thread(s), {args.ab_rounds} interleaved rounds, load average before "
+          f"{LOAD_BEFORE:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(f"{'aligner':16} {'median wall s':>13} {'motion s / s':>12} {'median CPU s':>12}  all walls")
+    for name, w in walls.items():
+        med = statistics.median(w)
+        print(f"{name:16} {med:13.2f} {args.seconds / med:12.2f} {statistics.median(cpu[name]):12.2f}  "
+              f"{' '.join(f'{x:.2f}' for x in w)}")
+    new, old = (statistics.median(w) for w in walls.values())
+    new_c, old_c = (statistics.median(c) for c in cpu.values())
+    print(f"wall time saved: {1 - new / old:.1%} (speed-up {old / new:.2f}x); "
+          f"CPU time saved: {1 - new_c / old_c:.1%} (speed-up {old_c / new_c:.2f}x)")
+
+
+LOAD_BEFORE = os.getloadavg()[0]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="S")
@@ -70,10 +107,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="CPU intra-op thread counts")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="2 s, 5 steps (smoke run)")
+    p.add_argument("--ab-rounds", type=int, default=0,
+                   help="time aligner once per window vs every forward in N interleaved rounds (first thread count)")
     args = p.parse_args()
     if args.quick:
         args.seconds, args.steps = 2.0, 5
     layers, dim = 12, 768
+    if args.ab_rounds:
+        ab_aligner_cache(args, layers, dim)
+        return
     rows = []
     targets = [("cpu", t, None) for t in args.threads]
     if torch.cuda.is_available():

@@ -55,6 +55,9 @@ class OptimConfig:
     weight_decay: float = field(default=0.01, metadata={"range": (0.0, None)})
     warmup_steps: int = field(default=1000, metadata={"range": (0, None)})
     grad_clip: float = field(default=1.0, metadata={"range": (0.0, None)})  # 0 disables
+    # torch's fused AdamW kernel: one launch for all parameters, and it skips a step with non-finite
+    # gradients on the device (found_inf) without a host sync; false: torch's default implementation.
+    fused: bool = True
     ema_decay: float = field(default=0.999, metadata={"range": (0.0, 1.0)})  # fp32 EMA of trainable weights
     ema_every: int = field(default=1, metadata={"range": (1, None)})  # steps between EMA updates
     # A step with a non-finite loss or gradient is skipped; this many in a row stop training.
@@ -83,8 +86,26 @@ class TrainerConfig:
     keep_last_checkpoints: int = field(default=3, metadata={"range": (1, None)})
     limit_val_batches: int = field(default=8, metadata={"range": (0, None)})
     accumulate_grad_batches: int = field(default=1, metadata={"range": (1, None)})
-    deepspeed_bucket_size: float = field(default=5e8, metadata={"range": (1e6, None)})
+    # DeepSpeed reduce/allgather bucket in elements: a number ≥ 1e6, or "auto" = a quarter of the trainable
+    # parameters clamped to [5e6, 5e8], so gradient reduction overlaps backward (pl_modules/strategy.py).
+    deepspeed_bucket_size: str = "auto"
+    # torch.compile every Conformer block (nn.Module.compile: parameter names, hence checkpoints, unchanged).
+    # Off by default: compile time and speed-up not measured on a GPU yet.
+    compile: bool = False
     deterministic: bool = False
+
+
+def parse_bucket_size(value: str | float) -> float | None:
+    """`trainer.deepspeed_bucket_size` → elements, or None for "auto" (sized from the model)."""
+    if str(value).strip().lower() == "auto":
+        return None
+    try:
+        size = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is neither 'auto' nor a number of elements (e.g. 2e7)") from None
+    if size < 1e6:
+        raise ValueError(f"{value} elements is below 1e6; use 'auto' or a number ≥ 1e6") from None
+    return size
 
 
 @dataclass
@@ -146,6 +167,10 @@ class ExperimentConfig:
                 f"{t.devices}×{t.num_nodes}×{t.accumulate_grad_batches}; use a multiple of "
                 f"{world * t.accumulate_grad_batches}",
             ))
+        try:
+            parse_bucket_size(t.deepspeed_bucket_size)
+        except ValueError as e:
+            errors.append(("trainer.deepspeed_bucket_size", str(e)))
         if t.strategy.startswith("deepspeed") and t.accelerator == "cpu":
             errors.append(("trainer.strategy", f"{t.strategy} needs CUDA GPUs; use trainer=ddp or trainer=cpu on CPU"))
         if t.precision != "32-true" and t.accelerator == "cpu" and t.precision != "bf16-mixed":

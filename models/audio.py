@@ -208,6 +208,40 @@ def load_wav2vec2(cfg: AudioEncoderConfig) -> Wav2Vec2Encoder:
     return Wav2Vec2Encoder(model, normalize=normalize)
 
 
+def wav2vec2_flops(config: dict[str, Any], num_samples: int) -> int:
+    """Forward FLOPs (2 × multiply-accumulates) of a Wav2Vec2Model on `num_samples` 16 kHz samples.
+
+    config: the model's config.json as a dict (wav2vec2-base defaults for missing keys). Counts the
+    convolutional feature extractor, the feature projection, the positional convolution and every
+    transformer layer (attention scores included); norms and activations are not counted. For 5 s
+    (one training window of Tp + T = 125 frames) wav2vec2-base needs ≈ 72 GFLOP, 24 of them in the
+    convolutional front end.
+    """
+    dims = list(config.get("conv_dim", [512] * 7))
+    kernels = list(config.get("conv_kernel", [10, 3, 3, 3, 3, 2, 2]))
+    strides = list(config.get("conv_stride", [5, 2, 2, 2, 2, 2, 2]))
+    d, inter = int(config.get("hidden_size", 768)), int(config.get("intermediate_size", 3072))
+    layers = int(config.get("num_hidden_layers", 12))
+    pos_k, pos_g = int(config.get("num_conv_pos_embeddings", 128)), int(config.get("num_conv_pos_embedding_groups", 16))
+    flops, n, c_in = 0, num_samples, 1
+    for c_out, k, s in zip(dims, kernels, strides):
+        n = (n - k) // s + 1
+        flops += 2 * n * c_out * c_in * k
+        c_in = c_out
+    flops += 2 * n * c_in * d  # feature projection
+    flops += 2 * n * d * (d // pos_g) * pos_k  # grouped positional convolution
+    flops += layers * (2 * n * 4 * d * d + 4 * n * n * d + 2 * n * 2 * d * inter)  # q, k, v, out; scores; FFN
+    return flops
+
+
+def encoder_flops_per_window(cfg: AudioEncoderConfig, frames: int) -> int:
+    """Forward FLOPs of the frozen encoder for `frames` 25 fps frames of audio (mel: 0, negligible)."""
+    if _get(cfg, "name") != "wav2vec2":
+        return 0
+    config = json.loads((_wav2vec2_dir(cfg) / "config.json").read_text())
+    return wav2vec2_flops(config, frames * SAMPLES_PER_FRAME)
+
+
 # ------------------------------------------------------------------------------------------------
 # Registry
 # ------------------------------------------------------------------------------------------------

@@ -94,11 +94,16 @@ class Condition:
     id_feat: Tensor  # (B, 133) from `make_id_feat`
     context: Tensor | None = None  # (B, Tp, 70) clean normalised previous frames; None ⇒ start token
     emotion: Tensor | None = None  # (B,) long in [0, 8] (8 = null); only with an emotion controller
+    # (B, Tp + T, D) the aligner's output for `audio` (before the CFG null replaces it), computed once
+    # by `MotionDiT.with_aligned_audio`: its input never changes while a window is sampled. None ⇒ the
+    # forward runs the aligner. Valid only without augmentation (training draws start tokens per step).
+    aligned_audio: Tensor | None = None
 
     def repeat(self, k: int) -> Condition:
         """k copies stacked along the batch axis (the passes of classifier-free guidance): (B, …) → (k·B, …)."""
         cat = (lambda v: None if v is None else torch.cat([v] * k))  # noqa: E731
-        return Condition(cat(self.audio), cat(self.id_feat), cat(self.context), cat(self.emotion))
+        return Condition(cat(self.audio), cat(self.id_feat), cat(self.context), cat(self.emotion),
+                         cat(self.aligned_audio))
 
 
 @dataclass
@@ -251,15 +256,14 @@ class MotionDiT(nn.Module):
             ctx_tokens = torch.where(start[:, None, None], self.start_motion.to(dtype), self.m_proj(context))
         return torch.cat([ctx_tokens, self.m_proj(x_t.to(dtype))], dim=1)  # (B, S, D)
 
-    def _audio_tokens(self, audio: Tensor, n: int, start: Tensor, drop: Tensor, may_start: bool) -> Tensor:
-        """A-Proj of the aligned audio of context + window: (B, S|T, L, C) → (B, S, D).
+    def _align(self, audio: Tensor, n: int, start: Tensor, may_start: bool) -> Tensor:
+        """The aligner over the audio of context + window: (B, S|T, L, C) → f_a (B, S, D).
 
         Start-token samples see no context audio, exactly as the first window at inference: their
         context frames are the first window frame repeated (what the ±2-frame stacking's edge
         padding would give) and are masked out of the aligner's attention.
         """
-        c, dtype = self.config, self.m_proj.weight.dtype
-        b, tp = audio.shape[0], c.tp
+        b, tp = audio.shape[0], self.config.tp
         if audio.shape[1] == n:  # (B, T, L, C): first window, nothing before it
             audio = torch.cat([audio[:, :1].expand(-1, tp, -1, -1), audio], dim=1)  # (B, S, L, C)
         key_mask = None
@@ -269,11 +273,33 @@ class MotionDiT(nn.Module):
             audio = torch.cat([ctx_audio, audio[:, tp:]], dim=1)  # (B, S, L, C)
             key_mask = torch.ones(b, audio.shape[1], dtype=torch.bool, device=audio.device)  # (B, S)
             key_mask[:, :tp] = ~start[:, None]
-        f_a = self.audio_aligner(audio, key_mask)  # (B, S, D)
+        return self.audio_aligner(audio, key_mask)  # (B, S, D)
+
+    def _audio_tokens(self, f_a: Tensor, start: Tensor, drop: Tensor) -> Tensor:
+        """A-Proj of the aligned audio f_a (B, S, D), the learned null where `drop`, the start token's
+        audio where `start`: → (B, S, D)."""
+        dtype, tp = self.m_proj.weight.dtype, self.config.tp
         f_a = torch.where(drop[:, None, None], self.null_audio.to(dtype), f_a)  # (B, S, D)
         a_tokens = self.a_proj(f_a)  # (B, S, D)
         a_ctx = torch.where(start[:, None, None], self.start_audio.to(dtype), a_tokens[:, :tp])  # (B, Tp, D)
         return torch.cat([a_ctx, a_tokens[:, tp:]], dim=1)  # (B, S, D)
+
+    @torch.no_grad()
+    def with_aligned_audio(self, cond: Condition, frames: int, drops: Drops | None = None) -> Condition:
+        """`cond` with `aligned_audio` filled: the aligner's output, computed once for all sampling steps.
+
+        The aligner reads only the audio features and the start-token mask, and neither changes while
+        a window is sampled, so the samplers call this once per window instead of running the aligner
+        at every step and in every CFG pass (the null-audio passes replace f_a after the aligner).
+        frames: T, the window frames of x_t. Outside training only (no augmentation); `drops` must be
+        the forward's (its context drops).
+        """
+        drops, n = drops or Drops(), frames
+        b, device = cond.id_feat.shape[0], cond.id_feat.device
+        _, start, _ = self._masks(b, device, cond.context is not None, drops, augment=False)
+        may_start = cond.context is None or drops.context is not None
+        aligned = self._align(cond.audio, n, start, may_start)  # (B, S, D)
+        return Condition(cond.audio, cond.id_feat, cond.context, cond.emotion, aligned)
 
     def trunk(self, x_t: Tensor, t: Tensor, cond: Condition, drops: Drops | None = None) -> TrunkOutput:
         """Projections + Conformer. Shapes as in `forward`; returns hidden (B, T, D), t_emb (B, D)."""
@@ -290,7 +316,14 @@ class MotionDiT(nn.Module):
 
         may_start = cond.context is None or augment or drops.context is not None
         h = self._motion_tokens(x_t, cond.context, start, augment)  # (B, S, D)
-        h = h + self._audio_tokens(cond.audio, n, start, audio_drop, may_start)  # (B, S, D)
+        if cond.aligned_audio is None:
+            f_a = self._align(cond.audio, n, start, may_start)  # (B, S, D)
+        elif augment:
+            raise ValueError("Condition.aligned_audio is for sampling only: training draws start tokens "
+                             "per step, so the aligner must run in the forward (leave it None)")
+        else:
+            f_a = cond.aligned_audio  # (B, S, D) from `with_aligned_audio`
+        h = h + self._audio_tokens(f_a, start, audio_drop)  # (B, S, D)
         h = h + sinusoidal_embedding(torch.arange(c.tp + n, device=device), c.width).to(dtype)  # (B, S, D)
         for block in self.blocks:
             h = block(h, c_glob)  # (B, S, D)
@@ -333,12 +366,22 @@ class MotionDiT(nn.Module):
             raise ValueError(
                 f"context has shape {tuple(context.shape)}, expected ({b}, {c.tp}, {MOTION_DIM})"
             )
+        aligned = cond.aligned_audio
+        if aligned is not None and aligned.shape != (b, c.tp + n, c.width):
+            raise ValueError(f"aligned_audio has shape {tuple(aligned.shape)}, expected ({b}, {c.tp + n}, {c.width})")
         allowed = (c.tp + n,) if context is not None else (c.tp + n, n)
         if audio.ndim != 4 or audio.shape[0] != b or audio.shape[1] not in allowed:
             raise ValueError(
                 f"audio has shape {tuple(audio.shape)}, expected (B={b}, frames in {allowed}, L, C): "
                 f"Tp={c.tp} context + T={n} window frames (T alone only when context is None)"
             )
+
+    def compile_blocks(self, **kwargs) -> None:
+        """torch.compile every Conformer block in place (`nn.Module.compile`): parameter and state-dict
+        names stay unchanged, so checkpoints load into compiled and eager models alike. kwargs go to
+        torch.compile (e.g. backend="eager" in tests)."""
+        for block in self.blocks:
+            block.compile(**kwargs)
 
     # --------------------------------------------------------------------------------------------
     # Accounting

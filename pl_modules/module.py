@@ -76,6 +76,8 @@ class MotionDiffusionModule(pl.LightningModule):
         if self.cfg.stage == "stage2":
             self.model.attach_emotion_controller(build_emotion_controller(self.cfg.emotion, self.cfg.model))
             freeze_stage_one(self.model, self.cfg.emotion.train_exp_head)
+        if self.cfg.trainer.compile:  # in place: checkpoint keys unchanged (MotionDiT.compile_blocks)
+            self.model.compile_blocks()
 
     @property
     def audio_encoder(self) -> torch.nn.Module | None:
@@ -106,10 +108,10 @@ class MotionDiffusionModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         o = self.cfg.optim
-        # Fused AdamW: one kernel per step, and a device-side `found_inf` that skips a non-finite step
-        # without a host synchronisation (see on_before_optimizer_step).
+        # Fused AdamW (optim.fused, default): one kernel per step, and a device-side `found_inf` that skips
+        # a non-finite step without a host synchronisation (see on_before_optimizer_step).
         opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
-                                fused=True)
+                                fused=o.fused or None)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
                          floor=o.min_lr_ratio))
@@ -118,10 +120,16 @@ class MotionDiffusionModule(pl.LightningModule):
     # ---------------------------------------------------------------------------------- batches
 
     def audio_features(self, batch: dict[str, Any]) -> Tensor:
-        """(B, Tp+T, L, C) encoder features of the window (computed here for wav batches)."""
+        """(B, Tp+T, L, C) encoder features of the window (computed here for wav batches).
+
+        On a GPU with bf16 training the frozen encoder runs under bf16 autocast: it is not part of the
+        DeepSpeed engine, so without it wav2vec2 would run in fp32 (≈ 72 GFLOP per window, more than
+        the DiT's training step) while the DiT runs in bf16; DDP's bf16-mixed already autocasts.
+        """
         if self.cfg.data.audio_source == "precomputed":
             return batch["audio"].float()
-        with torch.no_grad():
+        bf16 = self.device.type == "cuda" and self.cfg.trainer.precision == "bf16-mixed"
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             return self.audio_encoder(batch["audio"].float(), batch["motion"].shape[1]).to(batch["motion"].dtype)
 
     def condition(self, batch: dict[str, Any]) -> Condition:
@@ -168,7 +176,8 @@ class MotionDiffusionModule(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Gradient norm, and the non-finite guard: a step whose loss or gradients are not finite is
-        skipped on the device (fused AdamW's found_inf, no host sync); `optim.max_bad_steps`
+        skipped on the device (fused AdamW's found_inf, no host sync; other AdamW implementations: the
+        gradients are dropped after one host sync); `optim.max_bad_steps`
         consecutive skipped steps stop training (checked at logging steps, `check_bad_steps`)."""
         grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
         if not grads:  # DeepSpeed ZeRO keeps the gradients in its partitions: judge the loss, before the step
@@ -177,7 +186,12 @@ class MotionDiffusionModule(pl.LightningModule):
             return
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # DDP: already all-reduced
         bad = ~torch.isfinite(norm)
-        getattr(optimizer, "optimizer", optimizer).found_inf = bad.float()
+        inner = getattr(optimizer, "optimizer", optimizer)
+        if inner.defaults.get("fused"):
+            inner.found_inf = bad.float()  # the fused kernel skips the update and Adam's step count
+        elif bad.item():  # other implementations: drop the gradients (one host sync), AdamW skips those params
+            for p in self.trainable_parameters():
+                p.grad = None
         self._bad_run = torch.where(bad, self._bad_run.to(norm.device) + 1, 0)
         self.log("train/grad_norm", torch.where(bad, torch.zeros_like(norm), norm), batch_size=1)
 

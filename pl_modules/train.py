@@ -21,28 +21,16 @@ from configs.loader import ConfigError, load_experiment
 from configs.schema import ExperimentConfig
 from datamodules.motion_wds import MotionDataModule
 from pl_modules.callbacks import EMACallback, RandomStateCallback, ThroughputCallback
-from pl_modules.checkpoint_io import AtomicCheckpointIO, clean_temporaries, deepspeed_strategy, find_resume_checkpoint
+from pl_modules.checkpoint_io import AtomicCheckpointIO, clean_temporaries, find_resume_checkpoint
 from pl_modules.checkpoints import export, load_stage_one_into
 from pl_modules.module import MotionDiffusionModule
 from pl_modules.preemption import PreemptionCallback
 from pl_modules.progress import ProgressLog, StepProgressBar, progress_bar_wanted
 from pl_modules.run_identity import check_and_store
+from pl_modules.strategy import build_strategy
 from pl_modules.wandb_run import build_logger, log_export_artifact
 
 log = logging.getLogger("playmate.train")
-
-
-def build_strategy(cfg: ExperimentConfig, per_rank_batch: int):
-    t = cfg.trainer
-    if t.strategy.startswith("deepspeed"):
-        return deepspeed_strategy(stage=int(t.strategy[-1]), logging_batch_size_per_gpu=per_rank_batch,
-                                  allgather_bucket_size=t.deepspeed_bucket_size,
-                                  reduce_bucket_size=t.deepspeed_bucket_size)
-    if t.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        return DDPStrategy(process_group_backend="gloo" if t.accelerator == "cpu" else None)
-    return "auto"
 
 
 def check_environment(cfg: ExperimentConfig) -> None:

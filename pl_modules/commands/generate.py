@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d.device, help=f"torch device, e.g. cpu or cuda (default {d.device})")
     p.add_argument("--render-batch", type=int, default=d.render_batch,
                    help=f"frames per renderer batch (default {d.render_batch})")
+    p.add_argument("--threads", type=int, default=d.threads, metavar="N",
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the cores idle now, "
+                   "1 to 4; more threads than idle cores are many times slower on a shared machine)")
     p.set_defaults(func=run_generate)
 
 
@@ -83,6 +86,7 @@ def run_generate(args: argparse.Namespace) -> int:
         driving=args.driving, video=args.video, face_model=args.face_model, face_preset=args.face_preset,
         source_image=args.source_image, save_reference=args.save_reference, steps=args.steps, w_a=args.w_a,
         w_e=args.w_e, seed=args.seed, device=args.device, render_batch=args.render_batch,
+        threads=args.threads,
     )
     try:
         result = run_request(req)

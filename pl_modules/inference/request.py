@@ -7,9 +7,12 @@ import time, so building the CLI parser stays fast.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+MAX_AUTO_THREADS = 4  # the sampler's matrices (3 CFG rows × 125 frames × width) gain little beyond this
 
 
 @dataclass
@@ -34,6 +37,7 @@ class GenerationRequest:
     seed: int = 0
     device: str = "cpu"
     render_batch: int = 4  # frames per renderer batch
+    threads: int | None = None  # torch intra-op CPU threads; None = `auto_threads()`
 
     def problems(self) -> list[str]:
         """Bad numbers and combinations, each naming its flag (checked before anything is loaded)."""
@@ -49,6 +53,8 @@ class GenerationRequest:
             p.append(f"--render-batch must be ≥ 1, got {self.render_batch}")
         if self.video and not self.face_model:
             p.append("--video needs --face-model DIR (the LivePortrait weights) to render frames")
+        if self.threads is not None and self.threads < 1:
+            p.append(f"--threads must be ≥ 1, got {self.threads}")
         return p
 
     @property
@@ -71,18 +77,48 @@ def check_device(device: str) -> None:
                               "use --device cpu")
 
 
-def run_request(req: GenerationRequest) -> dict[str, Any]:
-    """Generate (and render) as the request says; returns {"motion": path, "frames": N, "video": path|None}."""
-    import numpy as np
+def auto_threads(cores: int | None = None, load: float | None = None) -> int:
+    """Intra-op threads for generation: $OMP_NUM_THREADS when set, else the cores no other process is
+    using now (usable cores − 1-minute load average, rounded), at least 1 and at most 4.
 
-    from pl_modules.inference.generator import generate_motion
-    from pl_modules.inference.inputs import GenerationError, load_audio, load_reference, save_reference
-    from pl_modules.inference.render import load_face, render_video
+    Threads beyond the idle cores compete with other jobs: on a loaded 2-core machine 2 threads were
+    11.5× slower than 1 (benchmarks/RESULTS.md), while the sampler's small matrices gain little past 4.
+    """
+    if cores is None and load is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(MAX_AUTO_THREADS, int(cores - load + 0.5)))
+
+
+def run_request(req: GenerationRequest) -> dict[str, Any]:
+    """Generate (and render) as the request says; returns {"motion": path, "frames": N, "video": path|None}.
+    torch runs with `req.threads` intra-op threads (None: `auto_threads()`), restored afterwards."""
+    import torch
+
+    from pl_modules.inference.inputs import GenerationError
 
     problems = req.problems()
     if problems:
         raise GenerationError("; ".join(problems))
     check_device(req.device)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(req.threads or auto_threads())
+    try:
+        return _run(req)
+    finally:
+        torch.set_num_threads(threads_before)  # a library caller keeps its own setting
+
+
+def _run(req: GenerationRequest) -> dict[str, Any]:
+    import numpy as np
+
+    from pl_modules.inference.generator import generate_motion
+    from pl_modules.inference.inputs import load_audio, load_reference, save_reference
+    from pl_modules.inference.render import load_face, render_video
+
     face = load_face(req.face_model, req.device, req.face_preset) if req.face_model else None
     ref = load_reference(req.reference, face)
     if req.save_reference:

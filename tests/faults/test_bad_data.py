@@ -97,7 +97,8 @@ def test_an_expression_of_1e6_is_flagged_and_its_clip_skipped_in_training(tmp_pa
 # ------------------------------------------------------------------------------------ non-finite loss
 
 
-def test_non_finite_loss_stops_after_max_bad_steps_with_the_last_good_weights(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("fused", ["true", "false"])
+def test_non_finite_loss_stops_after_max_bad_steps_with_the_last_good_weights(fused, tmp_path, capsys, monkeypatch):
     ds = tmp_path / "ds"
     write_random_dataset(ds, clips=8)
     real_loss = module_mod.training_loss
@@ -114,7 +115,8 @@ def test_non_finite_loss_stops_after_max_bad_steps_with_the_last_good_weights(tm
     code, err = train_cli(ds, tmp_path / "run", capsys, steps=20, **{"trainer.log_every_n_steps": "1",
                                                                       "trainer.ckpt_every_n_steps": "1",
                                                                       "trainer.keep_last_checkpoints": "10",
-                                                                      "trainer.val_every_n_steps": "0"})
+                                                                      "trainer.val_every_n_steps": "0",
+                                                                      "optim.fused": fused})
     assert code == 1 and "3 consecutive step(s) with a non-finite loss" in err and "optim.max_bad_steps=3" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     ckpts = tmp_path / "run" / "checkpoints"

@@ -268,6 +268,37 @@ def test_cli_writes_npy_and_reports_user_errors(stage1_ckpt, audio_short, refere
     assert "--face-model" in capsys.readouterr().err
 
 
+def test_cli_threads_option_sets_the_generation_threads(stage1_ckpt, audio_short, reference_npz, tmp_path, capsys,
+                                                        monkeypatch):
+    import pl_modules.inference.generator as generator
+
+    seen, real = [], generator.generate_motion
+    monkeypatch.setattr(generator, "generate_motion",
+                        lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    args = [str(stage1_ckpt), "--audio", str(audio_short), "--reference", str(reference_npz), "--steps", "1",
+            "--out", str(tmp_path / "m.npy")]
+    before = torch.get_num_threads()
+    assert cli(["generate", *args, "--threads", "2"]) == 0
+    assert seen == [2] and torch.get_num_threads() == before  # restored for a library caller
+    assert cli(["generate", *args, "--threads", "0"]) == 2 and "--threads must be ≥ 1" in capsys.readouterr().err
+
+
+def test_auto_threads_uses_the_idle_cores_between_1_and_4(monkeypatch):
+    import subprocess
+    import sys
+
+    from pl_modules.inference.request import auto_threads
+
+    assert auto_threads(cores=2, load=1.5) == 1  # a loaded 2-core machine: one thread
+    assert auto_threads(cores=2, load=0.7) == 1 and auto_threads(cores=2, load=0.2) == 2  # idle: both cores
+    assert auto_threads(cores=2, load=6.0) == 1 and auto_threads(cores=64, load=3.0) == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert auto_threads() == 3  # the user's explicit setting wins
+    code = "import sys, pl_modules.inference.request; assert 'torch' not in sys.modules"
+    # the CLI parser stays fast: no torch at import
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
 def test_cli_help_lists_modes_and_emotions(capsys):
     with pytest.raises(SystemExit):
         cli(["generate", "--help"])

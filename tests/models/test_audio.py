@@ -13,6 +13,7 @@ from models.audio import (
     MelEncoder,
     audio_feature_shape,
     build_audio_encoder,
+    encoder_flops_per_window,
     mel_filterbank,
 )
 
@@ -165,3 +166,16 @@ def test_wav2vec2_missing_encoder_weight_is_an_error_naming_it(tiny_wav2vec2: Pa
     save_file({**sd, "lm_head.weight": torch.zeros(4, 32)}, extra / "model.safetensors", metadata={"format": "pt"})
     enc = build_audio_encoder(AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(extra)))
     assert enc(torch.zeros(1, 3200), 5).shape == (1, 5, 2, 32)
+
+
+def test_wav2vec2_flop_formula_matches_the_counted_forward(tiny_wav2vec2: Path) -> None:
+    """The formula MFU reports use for the frozen encoder = torch's FLOP counter on the real forward."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = AudioEncoderConfig(name="wav2vec2", wav2vec2_path=str(tiny_wav2vec2))
+    encoder = build_audio_encoder(cfg)
+    encoder.model.config._attn_implementation = "eager"  # SDPA's matmuls are not counted by the counter
+    with FlopCounterMode(display=False) as counter:
+        encoder(torch.zeros(1, 125 * 640), 125)
+    assert encoder_flops_per_window(cfg, 125) == pytest.approx(counter.get_total_flops(), rel=1e-3)
+    assert encoder_flops_per_window(AudioEncoderConfig(name="mel"), 125) == 0

@@ -11,7 +11,7 @@ import torch
 
 from configs.loader import ConfigError, load_experiment
 from configs.schema import ExperimentConfig
-from pl_modules.train import build_strategy
+from pl_modules.strategy import build_strategy, deepspeed_bucket_size
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,9 @@ def test_deepspeed_strategy_from_config():
 
     assert isinstance(s, DeepSpeedStrategy) and type(s).__name__ == "AtomicDeepSpeedStrategy"
     zero = s.config["zero_optimization"]
-    assert zero["stage"] == 2 and zero["reduce_bucket_size"] == 5e8 and zero["allgather_bucket_size"] == 5e8
+    bucket = deepspeed_bucket_size(cfg)  # auto: a quarter of B's trainable parameters
+    assert zero["stage"] == 2 and zero["reduce_bucket_size"] == bucket and zero["allgather_bucket_size"] == bucket
+    assert 1.5e7 < bucket < 2.5e7
     assert s.config["train_micro_batch_size_per_gpu"] == 8
     stage3 = build_strategy(_cfg("trainer=deepspeed_stage_3", "trainer.devices=8"), 8)
     assert stage3.config["zero_optimization"]["stage"] == 3
