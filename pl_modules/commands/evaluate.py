@@ -81,7 +81,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     import json
 
-    skipped = json.loads(report.with_name("metrics.json").read_text()).get("skipped_clips", [])
+    metrics = report.with_name("metrics.json")
+    skipped = json.loads(metrics.read_text()).get("skipped_clips", []) if metrics.is_file() else []
     for c in skipped:
         print(f"skipped {c['shard']}:{c['key']}: {c['reason']}")
     print(f"report: {report}" + (f" ({len(skipped)} sample(s)/shard(s) of --data skipped, listed there)"
