@@ -40,7 +40,46 @@ def lr_factor(step: int, warmup: int, total: int, decay: str = "constant", floor
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class MotionDiffusionModule(pl.LightningModule):
+class TrainableModule(pl.LightningModule):
+    """What every stage's module shares: AdamW on the trainable parameters with the warm-up/cosine schedule of
+    `cfg.optim`, the gradient-norm and bad-sample logs, and the batch counts of the throughput callback."""
+
+    cfg: ExperimentConfig
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg.optim
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
+                         floor=o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if grads:  # (under DeepSpeed ZeRO the gradients live in the engine's partitions instead)
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+            self.log("train/grad_norm", norm, batch_size=1)
+
+    def _log_data_stats(self, batch: dict[str, Any]) -> None:
+        if "data_stats" not in batch:
+            return
+        worker, seen, bad = batch["data_stats"].tolist()
+        self._data_stats[worker] = (seen, bad)
+        self.log("data/bad_samples", float(sum(v[1] for v in self._data_stats.values())), batch_size=1)
+
+    def throughput_counts(self, batch: dict[str, Any]) -> tuple[int, int]:
+        """(samples, frames) of a training batch, for `ThroughputCallback`."""
+        raise NotImplementedError
+
+    def flops_per_sample(self) -> float | None:
+        """Forward FLOPs of one sample (for MFU), or None when not counted."""
+        return None
+
+
+class MotionDiffusionModule(TrainableModule):
     """ε-prediction diffusion over 70-d motion windows conditioned on audio, identity and context."""
 
     def __init__(self, cfg: ExperimentConfig, stats: MotionStats) -> None:
@@ -95,13 +134,12 @@ class MotionDiffusionModule(pl.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        o = self.cfg.optim
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
-                         floor=o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def throughput_counts(self, batch: dict[str, Any]) -> tuple[int, int]:
+        b, s = batch["motion"].shape[:2]
+        return b, b * (s - self.cfg.model.tp)
+
+    def flops_per_sample(self) -> float | None:
+        return self.model.flops_per_sample()
 
     # ---------------------------------------------------------------------------------- batches
 
@@ -137,13 +175,6 @@ class MotionDiffusionModule(pl.LightningModule):
         self._log_data_stats(batch)
         return out["loss"]
 
-    def _log_data_stats(self, batch: dict[str, Any]) -> None:
-        if "data_stats" not in batch:
-            return
-        worker, seen, bad = batch["data_stats"].tolist()
-        self._data_stats[worker] = (seen, bad)
-        self.log("data/bad_samples", float(sum(v[1] for v in self._data_stats.values())), batch_size=1)
-
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Generate each clip's first window exactly as `playmate generate` would (its audio, its first
         frame as the reference, seed = eval.sample_seed + crc32(key)) and compare with the ground truth."""
@@ -160,12 +191,6 @@ class MotionDiffusionModule(pl.LightningModule):
         self.log("val/mse", mse.mean().to(self.device), batch_size=b, sync_dist=True)
         self.val_outputs.append({"gen": raw, "gt": gt_raw, "kp": batch["kp"].cpu(), "wav": batch["wav"].cpu(),
                                  "key": batch["key"]})
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        if grads:  # (under DeepSpeed ZeRO the gradients live in the engine's partitions instead)
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-            self.log("train/grad_norm", norm, batch_size=1)
 
     def on_validation_epoch_start(self) -> None:
         self.val_outputs = []

@@ -78,10 +78,15 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
         torch.set_num_threads(max(1, ((os.cpu_count() or 1) - cfg.data.num_workers) // cfg.trainer.devices))
 
     log.info("Building datamodule")
-    dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=cfg.seed)
-    dm.setup("fit")  # resolves shards and statistics now: a bad path fails before the Trainer starts
-    log.info("Building module (%s, preset %s)", cfg.stage, cfg.model.preset)
-    module = MotionDiffusionModule(cfg, dm.stats)
+    if cfg.stage == "stage0":  # the face model's motion-decoupling fine-tune (docs/stage-zero.md)
+        from pl_modules.stage0 import build_stage_zero
+
+        dm, module = build_stage_zero(cfg)
+    else:
+        dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=cfg.seed)
+        dm.setup("fit")  # resolves shards and statistics now: a bad path fails before the Trainer starts
+        log.info("Building module (%s, preset %s)", cfg.stage, cfg.model.preset)
+        module = MotionDiffusionModule(cfg, dm.stats)
     resume = latest_checkpoint(ckpt_dir)
     if cfg.stage == "stage2" and resume is None:
         load_stage_one_into(module, cfg.stage2.init_from)
