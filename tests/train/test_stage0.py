@@ -62,6 +62,17 @@ def test_heldout_lp_on_fixed_pairs_falls_and_the_probe_is_logged_before_and_afte
     assert after["lp"] < 0.95 * before["lp"]
 
 
+def test_a_second_invocation_resumes(stage0_run, tmp_path: Path) -> None:
+    import shutil
+
+    paths, tmp, first = stage0_run
+    shutil.copytree(tmp / "run", tmp_path / "run", ignore=shutil.ignore_patterns("wandb"))
+    trainer = run(stage0_overrides(paths, tmp_path / "run", steps=3, **{"trainer.val_every_n_steps": "2"}))
+    assert trainer.global_step == 3 and trainer.ckpt_path.endswith("last.ckpt")
+    assert {int(s["step"]) for s in trainer.optimizers[0].state.values()} == {3}  # Adam continued from step 2
+    assert trainer.lightning_module.initial_val == first.lightning_module.initial_val  # from the checkpoint
+
+
 def test_wandb_images_of_the_cross_transfer_pairs_at_step_0_and_after(stage0_run) -> None:
     import numpy as np
     from PIL import Image
