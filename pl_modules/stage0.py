@@ -14,6 +14,7 @@ every `trainer.val_every_n_steps`, with images of the cross-transfer pairs on W&
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 from typing import Any
 
@@ -148,9 +149,10 @@ class StageZeroModule(TrainableModule):
         if self.global_step or not self.cfg.trainer.val_every_n_steps or self.initial_val is not None:
             return
         loader = self.trainer.datamodule.val_dataloader() if self.trainer.datamodule is not None else []
+        limit = self.trainer.limit_val_batches  # the same batches (pairs) as every later validation
         self._reset_validation()
         with torch.no_grad():
-            for batch in loader:
+            for batch in itertools.islice(loader, limit if isinstance(limit, int) else None):
                 self._validate_batch(batch)
         self.initial_val = self._finish_validation()
         if self.initial_val is None:
