@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--wav2vec2-path", default=None, help="local transformers Wav2Vec2 directory (for wav2vec2)")
     pre.add_argument("--batch-size", type=int, default=8)
     pre.set_defaults(func=precompute)
-    re = actions.add_parser(
+    rx = actions.add_parser(
         "reextract",
         help="rewrite a dataset's motion with a (fine-tuned) face model, from each clip's mp4",
         description="Run the motion extractor M of --face-model on every clip's mp4 frames and write a copy of "
@@ -38,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "of each sample is kept (docs/stage-zero.md). Resumable: run the same command again after a kill; "
         "finished shards are not redone.",
     )
-    re.add_argument("src", help="source dataset directory (clips with mp4 members)")
-    re.add_argument("dst", help="output dataset directory (created; an unfinished one is resumed)")
-    re.add_argument("--face-model", required=True,
+    rx.add_argument("src", help="source dataset directory (clips with mp4 members)")
+    rx.add_argument("dst", help="output dataset directory (created; an unfinished one is resumed)")
+    rx.add_argument("--face-model", required=True,
                     help="LivePortrait weights dir (base_models/), e.g. a stage-zero `playmate export`")
-    re.add_argument("--face-preset", default="full", choices=("full", "tiny"), help="tiny: test weights only")
-    re.add_argument("--batch-size", type=int, default=32, help="frames per motion-extractor call")
-    re.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
-    re.set_defaults(func=reextract)
+    rx.add_argument("--face-preset", default="full", choices=("full", "tiny"), help="tiny: test weights only")
+    rx.add_argument("--batch-size", type=int, default=32, help="frames per motion-extractor call")
+    rx.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    rx.set_defaults(func=reextract)
 
 
 def check(args: argparse.Namespace) -> int:
