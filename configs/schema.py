@@ -1,4 +1,4 @@
-"""The experiment schema: the single source of defaults for `playmate train` (stage one and two).
+"""The experiment schema: the single source of defaults for `playmate train` (stages zero, one and two).
 
 YAML files under configs/ only override these values; `configs.loader.load_config` validates them.
 Field metadata `range` / `choices` are checked at load time; `ExperimentConfig.check` holds the
@@ -17,6 +17,7 @@ from models.audio import AudioEncoderConfig
 from models.diffusion import DiffusionConfig
 from models.dit import MotionDiTConfig
 from models.emotion import EmotionControllerConfig
+from models.liveportrait.loading import CHECKPOINT_FILES
 
 
 @dataclass
@@ -132,11 +133,56 @@ class Stage2Config:
 
 
 @dataclass
+class Stage0Config:
+    """Stage zero: the motion-decoupling fine-tune of the face model (docs/stage-zero.md).
+
+    The data section reads frame pairs from the shards' mp4 members: data.batch_size and
+    data.epoch_windows count pairs. Loss weights and their sources: docs/stage-zero.md.
+    """
+
+    face_model_dir: Optional[str] = None  # public LivePortrait weights (base_models/): the start, loaded strictly
+    face_model_preset: str = field(default="full", metadata={"choices": ("full", "tiny")})  # tiny: tests only
+    # Face-model modules that train (FaceModel attribute names); the others stay bit-identical.
+    trainable: list[str] = field(default_factory=lambda: ["motion_extractor"])
+    vgg_weights: Optional[str] = None  # torchvision's ImageNet VGG19 file (vgg19-dcbb9e9d.pth)
+    vgg_width: float = field(default=1.0, metadata={"range": (0.01, 1.0)})  # < 1: generated test weights only
+    # Side of the crops F and M see (area-resized from the 256² frames); 256 is the release's. The face model is
+    # fully convolutional, so a multiple of 32 works: smaller sides only make CPU tests 4× cheaper per halving.
+    image_size: int = field(default=256, metadata={"range": (64, 256)})
+    pairs_per_clip: int = field(default=4, metadata={"range": (1, 1024)})  # (i, j) pairs per decoded clip
+    val_pairs_per_clip: int = field(default=2, metadata={"range": (1, 1024)})  # fixed by crc32(clip key)
+    w_cross: float = field(default=1.0, metadata={"range": (0.0, None)})  # L_p (the paper's loss)
+    w_rec_l1: float = field(default=10.0, metadata={"range": (0.0, None)})  # L1(Î^rec_j, I_j)
+    w_rec_perc: float = field(default=1.0, metadata={"range": (0.0, None)})  # pyramid VGG(Î^rec_j, I_j)
+    w_equivariance: float = field(default=10.0, metadata={"range": (0.0, None)})  # FOMM equivariance
+    w_deformation: float = field(default=1.0, metadata={"range": (0.0, None)})  # small-δ prior mean|δ|
+    w_pose_anchor: float = field(default=0.1, metadata={"range": (0.0, None)})  # |angles − public M's| (°)
+    equivariance_sigma: float = field(default=0.05, metadata={"range": (0.0, 0.5)})  # random affine std
+    perceptual_scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 0.25, 0.125])  # each 1/n
+    perceptual_layer_weights: list[float] = field(default_factory=lambda: [10.0] * 5)  # relu1_1 … relu5_1
+    log_pairs: int = field(default=4, metadata={"range": (0, 64)})  # pairs in the W&B image per validation
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.trainable if n not in CHECKPOINT_FILES]
+        if unknown or not self.trainable:
+            raise ValueError(f"trainable {unknown or '[]'} is not a non-empty list of face-model modules; "
+                             f"choose from {list(CHECKPOINT_FILES)}")
+        bad = [s for s in self.perceptual_scales if not 0 < s <= 1 or abs(round(1 / s) * s - 1) > 1e-6]
+        if bad or not self.perceptual_scales:
+            raise ValueError(f"perceptual_scales {bad or '[]'}: every scale must be 1/n for an integer n ≥ 1")
+        if self.image_size % 32:
+            raise ValueError(f"image_size {self.image_size} must be a multiple of 32 (W's hourglass halves it 5 times)")
+        if len(self.perceptual_layer_weights) != 5:
+            raise ValueError(f"perceptual_layer_weights has {len(self.perceptual_layer_weights)} values; "
+                             "give 5 (relu1_1, relu2_1, relu3_1, relu4_1, relu5_1)")
+
+
+@dataclass
 class ExperimentConfig:
     """Everything `playmate train` needs; stage one and stage two differ only by values."""
 
     name: str = MISSING  # experiment name: the run directory is runs/<name> unless run_dir is set
-    stage: str = field(default="stage1", metadata={"choices": ("stage1", "stage2")})
+    stage: str = field(default="stage1", metadata={"choices": ("stage0", "stage1", "stage2")})
     run_dir: str = "runs/${name}"  # stable across requeues (never a timestamp)
     seed: int = 0
     # MISSING on purpose: the preset's sizes fill depth/width/heads only when the section is built
@@ -153,6 +199,7 @@ class ExperimentConfig:
     # Keys (fnmatch patterns) allowed to differ from the run directory's stored config on resume,
     # beyond the operational ones that always may (pl_modules/run_identity.py), e.g. [optim.lr].
     allow_changes: list[str] = field(default_factory=list)
+    stage0: Stage0Config = field(default_factory=Stage0Config)
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def check(self) -> list[tuple[str, str]]:
@@ -184,4 +231,15 @@ class ExperimentConfig:
         if self.eval.every_n_steps and not self.data.val_shards:
             errors.append(("eval.every_n_steps", "evaluation during training needs held-out clips: set "
                            "data.val_shards, or eval.every_n_steps=0"))
+        if self.stage == "stage0":
+            errors += self.stage0_errors()
+        return errors
+
+    def stage0_errors(self) -> list[tuple[str, str]]:
+        errors = []
+        for key in ("face_model_dir", "vgg_weights"):
+            if not getattr(self.stage0, key):
+                errors.append((f"stage0.{key}", f"stage zero needs it; set stage0.{key}=PATH (docs/stage-zero.md)"))
+        if self.eval.every_n_steps:
+            errors.append(("eval.every_n_steps", "evaluation generates motion (stages one and two); set it to 0"))
         return errors

@@ -105,7 +105,6 @@ def clip_meta(
     **extra: Any,
 ) -> dict[str, Any]:
     """The json member for a clip, with the pose mean/std computed from its motion."""
-    pose = motion[:, MOTION_DIM - POSE_DIM :].astype(np.float64)
     meta = {
         "clip_id": clip_id,
         "dataset": dataset,
@@ -117,12 +116,17 @@ def clip_meta(
         "intensity": intensity,
         "source": source,
         "crop_box": crop_box,
-        "pose_mean": pose.mean(0).tolist(),
-        "pose_std": pose.std(0).tolist(),
+        **pose_statistics(motion),
         "schema_version": SCHEMA_VERSION,
     }
     meta.update(extra)
     return meta
+
+
+def pose_statistics(motion: np.ndarray) -> dict[str, list[float]]:
+    """The json fields pose_mean and pose_std (7 each) of a clip's raw motion (T, 70)."""
+    pose = motion[:, MOTION_DIM - POSE_DIM :].astype(np.float64)
+    return {"pose_mean": pose.mean(0).tolist(), "pose_std": pose.std(0).tolist()}
 
 
 # ------------------------------------------------------------------------------------------------

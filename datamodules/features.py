@@ -15,26 +15,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from datamodules.contract import (
-    DECODED_MEMBERS,
-    ClipSample,
-    ContractError,
-    decode_sample,
-    validate_sample,
-)
-from datamodules.shards import MANIFEST, DatasetWriter, check_dataset, iter_tar_samples
+from datamodules.contract import ClipSample, ContractError
+from datamodules.shards import MANIFEST, DatasetWriter, check_dataset, read_clip_samples
 from models.audio import AudioEncoderConfig, audio_feature_shape, build_audio_encoder
-
-_REWRITTEN = set(DECODED_MEMBERS) | {"mp4", "sha256"}
 
 
 def _iter_clips(src: Path, manifest: dict[str, Any]) -> Iterator[ClipSample]:
     """Every sample of the source dataset, decoded, validated and turned back into a ClipSample."""
     for entry in manifest["shards"]:
-        for raw in iter_tar_samples(src / entry["name"]):
-            s = validate_sample(decode_sample(raw, verify_all=True))
-            extra = {k: v for k, v in raw.items() if not k.startswith("__") and k not in _REWRITTEN}
-            yield ClipSample(s["__key__"], s["motion"], s["kp"], s["wav"], s["meta"], mp4=s.get("mp4"), extra=extra)
+        yield from read_clip_samples(src / entry["name"])
 
 
 def _encode(encoder: torch.nn.Module, clips: list[ClipSample], device: torch.device) -> list[np.ndarray]:

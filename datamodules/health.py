@@ -23,6 +23,9 @@ class BadDataError(RuntimeError):
     """Too much bad data, or data that yields nothing: one message naming the shards and the fix."""
 
 
+BAD_STREAK_LIMIT = 1000  # consecutive bad samples after which a worker stops: its stream yields nothing usable
+
+
 class SampleLedger:
     """One worker's counts; `snapshot()` travels with each batch."""
 
@@ -35,6 +38,7 @@ class SampleLedger:
         self.reasons: dict[str, str] = {}  # shard → first reason seen there
         self.current_url = "?"  # the shard being read (set by the shard stage)
         self._draws_without_sample = 0
+        self._bad_streak = 0
 
     # called by the pipeline stages -------------------------------------------------------------
 
@@ -60,10 +64,21 @@ class SampleLedger:
         """A sample reached decoding (samples still in the shuffle buffer are not counted yet)."""
         self.seen += 1
 
+    def sample_ok(self) -> None:
+        """A sample passed every check (and will be trained on)."""
+        self._bad_streak = 0
+
     def record_bad(self, url: str, key: str, reason: str) -> None:
         self.bad += 1
+        self._bad_streak += 1
         self.bad_shards[url] += 1
         self.reasons.setdefault(url, reason)
+        if self._bad_streak >= BAD_STREAK_LIMIT:  # no batch would ever carry these counts to the budget
+            worst = "; ".join(f"{u} ({k} bad: {self.reasons.get(u, '?')})" for u, k in self.bad_shards.most_common(3))
+            raise BadDataError(
+                f"data worker {self.worker}: the last {self._bad_streak} samples it read were all bad; worst "
+                f"shards: {worst}. Run `playmate shards check` on their dataset and rewrite or remove them"
+            )
         if self.bad <= 20 or self.bad % 100 == 0:
             log.warning("skipping bad sample %s:%s (%s) [%d bad of %d read by worker %d]", url, key, reason,
                         self.bad, self.seen, self.worker)

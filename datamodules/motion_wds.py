@@ -168,6 +168,7 @@ def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMa
         if problems:
             ledger.record_bad(url, key, "; ".join(problems))
             continue
+        ledger.sample_ok()
         yield s
 
 
@@ -355,11 +356,16 @@ class MotionDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.current_epoch if trainer is not None else 0
 
-    def train_dataset(self) -> TrainWindowStream:
+    def epoch_and_skip(self) -> tuple[int, int]:
+        """The epoch a new training stream serves and the batches of it a resumed run already trained on."""
         epoch, skip = self._epoch(), 0
         if self._resume is not None and self._resume["epoch"] == epoch:
             skip = self._resume["batches"]
         self._resume = None
+        return epoch, skip
+
+    def train_dataset(self) -> TrainWindowStream:
+        epoch, skip = self.epoch_and_skip()
         maker = WindowMaker(self.stats, self.t_window, self.tp, self.cfg.audio_source)
         return TrainWindowStream(
             self.train_urls, maker, self.per_rank_batch, self.rank, self.world, seed=self.seed,

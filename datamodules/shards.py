@@ -19,6 +19,7 @@ import numpy as np
 import webdataset as wds
 
 from datamodules.contract import (
+    DECODED_MEMBERS,
     SCHEMA_VERSION,
     ClipSample,
     ContractError,
@@ -252,6 +253,17 @@ def iter_tar_samples(path: Path) -> Iterable[dict[str, Any]]:
             current[ext] = data
     if current is not None:
         yield current
+
+
+def read_clip_samples(path: Path) -> Iterable[ClipSample]:
+    """Every sample of one shard, decoded, validated (all member hashes) and turned back into a `ClipSample`
+    carrying every member: the decoded ones, the mp4 and any other member as raw bytes (`extra`)."""
+    decoded = set(DECODED_MEMBERS) | {"mp4", "sha256"}
+    for raw in iter_tar_samples(path):
+        s = validate_sample(decode_sample(raw, verify_all=True))
+        extra = {k: v for k, v in raw.items() if not k.startswith("__") and k not in decoded}
+        yield ClipSample(s["__key__"], s["motion"], s["kp"], s["wav"], s["meta"], mp4=s.get("mp4"),
+                         audio_feats=s.get("audio_feats"), extra=extra)
 
 
 def check_dataset(directory: str | Path, check_video: bool = True) -> tuple[list[Problem], dict[str, int]]:

@@ -110,9 +110,13 @@ class ThroughputCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        b, s = batch["motion"].shape[:2]
-        self._samples += b
-        self._frames += b * (s - pl_module.cfg.model.tp)
+        samples, frames = pl_module.throughput_counts(batch)
+        self._samples += samples
+        self._frames += frames
+        health = getattr(trainer.datamodule, "health", None)
+        if health is not None:  # this rank's run-wide counts (host ints: no device sync)
+            pl_module.log_dict({"data/samples_read": float(health.seen), "data/bad_samples": float(health.bad)},
+                               batch_size=1)
         if (batch_idx + 1) % self.window:
             return
         if pl_module.device.type == "cuda":
@@ -122,13 +126,9 @@ class ThroughputCallback(pl.Callback):
         sps = self._samples * world / dt
         metrics = {"perf/samples_per_s": sps, "perf/frames_per_s": self._frames * world / dt,
                    "perf/step_time_s": dt / self.window}
-        peak = peak_flops(pl_module.device)
-        if peak is not None:
-            flops = 3 * pl_module.model.flops_per_sample()  # forward + backward ≈ 3× forward
-            metrics["perf/mfu"] = sps * flops / (world * peak)
-        health = getattr(trainer.datamodule, "health", None)
-        if health is not None:  # this rank's run-wide counts (host ints: no device sync)
-            metrics["data/samples_read"], metrics["data/bad_samples"] = float(health.seen), float(health.bad)
+        peak, flops = peak_flops(pl_module.device), pl_module.flops_per_sample()
+        if peak is not None and flops is not None:  # forward + backward ≈ 3× forward
+            metrics["perf/mfu"] = sps * 3 * flops / (world * peak)
         pl_module.log_dict(metrics, batch_size=1)
         self._t0, self._samples, self._frames = time.perf_counter(), 0, 0
 

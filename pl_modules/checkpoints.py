@@ -54,11 +54,17 @@ class Checkpoint:
 def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpoint:
     """Lightning file, DeepSpeed dir or export dir → `Checkpoint`."""
     p = Path(path)
+    if p.is_dir() and (p / MODEL_FILE).is_file():
+        return read_export(p)
+    return checkpoint_from_dict(read_training_checkpoint(p, config_key), p, config_key)
+
+
+def read_training_checkpoint(p: Path, config_key: str) -> dict[str, Any]:
+    """A Lightning checkpoint file or a DeepSpeed checkpoint directory → its (fp32) checkpoint dict,
+    checked to be a playmate training checkpoint (its resolved config in hyper_parameters)."""
     if not p.exists():
         raise ConfigPathError(f"{config_key}: {p} does not exist "
                               "(a .ckpt file, a DeepSpeed .ckpt dir or an export dir)")
-    if p.is_dir() and (p / MODEL_FILE).is_file():
-        return read_export(p)
     if p.is_dir():
         if not (p / "checkpoint").is_dir():
             raise ConfigError(f"{config_key}: {p} is a directory but neither a DeepSpeed checkpoint nor an export")
@@ -73,8 +79,21 @@ def read_checkpoint(path: str | Path, config_key: str = "checkpoint") -> Checkpo
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if "config" not in hp:
         raise ConfigError(f"{config_key}: {p} is not a playmate training checkpoint (no config in hyper_parameters)")
-    ema = next((state["shadow"] for name, state in ckpt.get("callbacks", {}).items() if name.startswith("EMACallback")),
-               None)
+    return ckpt
+
+
+def ema_weights(ckpt: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The EMACallback's fp32 shadow of the trainable weights (module keys), or None."""
+    return next((state["shadow"] for name, state in ckpt.get("callbacks", {}).items()
+                 if name.startswith("EMACallback")), None)
+
+
+def checkpoint_from_dict(ckpt: dict[str, Any], p: Path, config_key: str) -> Checkpoint:
+    hp = ckpt["hyper_parameters"]
+    if hp["config"].get("stage") == "stage0":
+        raise ConfigError(f"{config_key}: {p} is a stage-zero (face model) checkpoint; `playmate export` it and "
+                          "use the export as a face_model_dir")
+    ema = ema_weights(ckpt)
     strip = len("model.")
     return Checkpoint(
         state_dict={k[strip:]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("model.")},
@@ -117,7 +136,10 @@ def read_export(d: Path) -> Checkpoint:
 
 def export(src: str | Path, out: str | Path, use_ema: bool = True) -> Path:
     """Checkpoint (any form) → out/{model.pt (fp32 state dict), config.yaml, stats.json}."""
-    ckpt = read_checkpoint(src, "export source")
+    return write_export(read_checkpoint(src, "export source"), out, use_ema)
+
+
+def write_export(ckpt: Checkpoint, out: str | Path, use_ema: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt.weights(use_ema), out / MODEL_FILE)

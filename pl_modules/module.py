@@ -48,7 +48,84 @@ def lr_factor(step: int, warmup: int, total: int, decay: str = "constant", floor
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class MotionDiffusionModule(pl.LightningModule):
+class TrainableModule(pl.LightningModule):
+    """What every stage's module shares: AdamW on the trainable parameters with the warm-up/cosine schedule of
+    `cfg.optim`, the gradient-norm log and the non-finite guard, and the batch counts of the throughput
+    callback. A subclass's training_step sets `self._last_loss`."""
+
+    cfg: ExperimentConfig
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        o = self.cfg.optim
+        # Fused AdamW (optim.fused, default): one kernel per step, and a device-side `found_inf` that skips
+        # a non-finite step without a host synchronisation (see on_before_optimizer_step).
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
+                                fused=o.fused or None)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
+                         floor=o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------------------------- non-finite guard
+
+    _last_loss: Tensor | None = None  # the step's loss (DeepSpeed: judged before the engine's step)
+    _bad_run: Tensor | None = None  # consecutive skipped (non-finite) steps, on the device
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Gradient norm, and the non-finite guard: a step whose loss or gradients are not finite is
+        skipped on the device (fused AdamW's found_inf, no host sync; other AdamW implementations: the
+        gradients are dropped after one host sync); `optim.max_bad_steps`
+        consecutive skipped steps stop training (checked at logging steps, `check_bad_steps`)."""
+        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
+        if not grads:  # DeepSpeed ZeRO keeps the gradients in its partitions: judge the loss, before the step
+            if self._last_loss is not None and not torch.isfinite(self._last_loss).item():
+                raise NonFiniteTrainingError(self._nonfinite_message(1))
+            return
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # DDP: already all-reduced
+        bad = ~torch.isfinite(norm)
+        inner = getattr(optimizer, "optimizer", optimizer)
+        if inner.defaults.get("fused"):
+            inner.found_inf = bad.float()  # the fused kernel skips the update and Adam's step count
+        elif bad.item():  # other implementations: drop the gradients (one host sync), AdamW skips those params
+            for p in self.trainable_parameters():
+                p.grad = None
+        previous = self._bad_run if self._bad_run is not None else torch.zeros((), dtype=torch.long)
+        self._bad_run = torch.where(bad, previous.to(norm.device) + 1, 0)
+        self.log("train/grad_norm", torch.where(bad, torch.zeros_like(norm), norm), batch_size=1)
+
+    def check_bad_steps(self) -> None:
+        """Host-side look at the consecutive skipped steps (one sync; called at logging steps)."""
+        run = int(self._bad_run.item()) if self._bad_run is not None else 0
+        if run >= self.cfg.optim.max_bad_steps:
+            raise NonFiniteTrainingError(self._nonfinite_message(run))
+        if run:
+            log.warning("step %d: %d consecutive step(s) skipped: non-finite loss or gradients",
+                        self.global_step, run)
+
+    def _nonfinite_message(self, run: int) -> str:
+        return (f"training stopped at step {self.global_step}: {run} consecutive step(s) with a non-finite loss "
+                f"or gradients (optim.max_bad_steps={self.cfg.optim.max_bad_steps}); no update was applied and "
+                "the checkpoints are the last good ones. Check the data (`playmate shards check`), lower "
+                "optim.lr, or raise optim.grad_clip")
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if (self.global_step % self.cfg.trainer.log_every_n_steps == 0 or self.trainer.should_stop
+                or self.global_step >= self.cfg.trainer.max_steps):
+            self.check_bad_steps()
+
+    def throughput_counts(self, batch: dict[str, Any]) -> tuple[int, int]:
+        """(samples, frames) of a training batch, for `ThroughputCallback`."""
+        raise NotImplementedError
+
+    def flops_per_sample(self) -> float | None:
+        """Forward FLOPs of one sample (for MFU), or None when not counted."""
+        return None
+
+
+class MotionDiffusionModule(TrainableModule):
     """ε-prediction diffusion over 70-d motion windows conditioned on audio, identity and context."""
 
     def __init__(self, cfg: ExperimentConfig, stats: MotionStats) -> None:
@@ -62,8 +139,6 @@ class MotionDiffusionModule(pl.LightningModule):
         # checkpoints or the optimiser and is rebuilt from its own files (`configure_model`).
         self._audio_encoder: list[torch.nn.Module] = []
         self.val_outputs: list[dict[str, Any]] = []
-        self._last_loss: Tensor | None = None
-        self._bad_run = torch.zeros((), dtype=torch.long)  # consecutive skipped (non-finite) steps, on device
 
     # ---------------------------------------------------------------------------------- building
 
@@ -106,16 +181,12 @@ class MotionDiffusionModule(pl.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        o = self.cfg.optim
-        # Fused AdamW (optim.fused, default): one kernel per step, and a device-side `found_inf` that skips
-        # a non-finite step without a host synchronisation (see on_before_optimizer_step).
-        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay,
-                                fused=o.fused or None)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, partial(lr_factor, warmup=o.warmup_steps, total=self.cfg.trainer.max_steps, decay=o.decay,
-                         floor=o.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def throughput_counts(self, batch: dict[str, Any]) -> tuple[int, int]:
+        b, s = batch["motion"].shape[:2]
+        return b, b * (s - self.cfg.model.tp)
+
+    def flops_per_sample(self) -> float | None:
+        return self.model.flops_per_sample()
 
     # ---------------------------------------------------------------------------------- batches
 
@@ -173,47 +244,6 @@ class MotionDiffusionModule(pl.LightningModule):
         self.log("val/mse", mse.mean().to(self.device), batch_size=b, sync_dist=True)
         self.val_outputs.append({"gen": raw, "gt": gt_raw, "kp": batch["kp"].cpu(), "wav": batch["wav"].cpu(),
                                  "key": batch["key"]})
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Gradient norm, and the non-finite guard: a step whose loss or gradients are not finite is
-        skipped on the device (fused AdamW's found_inf, no host sync; other AdamW implementations: the
-        gradients are dropped after one host sync); `optim.max_bad_steps`
-        consecutive skipped steps stop training (checked at logging steps, `check_bad_steps`)."""
-        grads = [p.grad for p in self.trainable_parameters() if p.grad is not None]
-        if not grads:  # DeepSpeed ZeRO keeps the gradients in its partitions: judge the loss, before the step
-            if self._last_loss is not None and not torch.isfinite(self._last_loss).item():
-                raise NonFiniteTrainingError(self._nonfinite_message(1))
-            return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # DDP: already all-reduced
-        bad = ~torch.isfinite(norm)
-        inner = getattr(optimizer, "optimizer", optimizer)
-        if inner.defaults.get("fused"):
-            inner.found_inf = bad.float()  # the fused kernel skips the update and Adam's step count
-        elif bad.item():  # other implementations: drop the gradients (one host sync), AdamW skips those params
-            for p in self.trainable_parameters():
-                p.grad = None
-        self._bad_run = torch.where(bad, self._bad_run.to(norm.device) + 1, 0)
-        self.log("train/grad_norm", torch.where(bad, torch.zeros_like(norm), norm), batch_size=1)
-
-    def check_bad_steps(self) -> None:
-        """Host-side look at the consecutive skipped steps (one sync; called at logging steps)."""
-        run = int(self._bad_run.item())
-        if run >= self.cfg.optim.max_bad_steps:
-            raise NonFiniteTrainingError(self._nonfinite_message(run))
-        if run:
-            log.warning("step %d: %d consecutive step(s) skipped: non-finite loss or gradients",
-                        self.global_step, run)
-
-    def _nonfinite_message(self, run: int) -> str:
-        return (f"training stopped at step {self.global_step}: {run} consecutive step(s) with a non-finite loss "
-                f"or gradients (optim.max_bad_steps={self.cfg.optim.max_bad_steps}); no update was applied and "
-                "the checkpoints are the last good ones. Check the data (`playmate shards check`), lower "
-                "optim.lr, or raise optim.grad_clip")
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if (self.global_step % self.cfg.trainer.log_every_n_steps == 0 or self.trainer.should_stop
-                or self.global_step >= self.cfg.trainer.max_steps):
-            self.check_bad_steps()
 
     def on_validation_epoch_start(self) -> None:
         self.val_outputs = []

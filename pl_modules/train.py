@@ -22,7 +22,8 @@ from configs.schema import ExperimentConfig
 from datamodules.motion_wds import MotionDataModule
 from pl_modules.callbacks import EMACallback, RandomStateCallback, ThroughputCallback
 from pl_modules.checkpoint_io import AtomicCheckpointIO, clean_temporaries, find_resume_checkpoint
-from pl_modules.checkpoints import export, load_stage_one_into
+from pl_modules.checkpoints import load_stage_one_into
+from pl_modules.export import export_checkpoint
 from pl_modules.module import MotionDiffusionModule
 from pl_modules.preemption import PreemptionCallback
 from pl_modules.progress import ProgressLog, StepProgressBar, progress_bar_wanted
@@ -91,10 +92,15 @@ def train(cfg: ExperimentConfig) -> pl.Trainer:
         torch.set_num_threads(max(1, ((os.cpu_count() or 1) - cfg.data.num_workers) // cfg.trainer.devices))
 
     log.info("Building datamodule")
-    dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=cfg.seed)
-    dm.setup("fit")  # resolves shards and statistics now: a bad path fails before the Trainer starts
-    log.info("Building module (%s, preset %s)", cfg.stage, cfg.model.preset)
-    module = MotionDiffusionModule(cfg, dm.stats)
+    if cfg.stage == "stage0":  # the face model's motion-decoupling fine-tune (docs/stage-zero.md)
+        from pl_modules.stage0 import build_stage_zero
+
+        dm, module = build_stage_zero(cfg)
+    else:
+        dm = MotionDataModule(cfg.data, t_window=cfg.model.t_window, tp=cfg.model.tp, seed=cfg.seed)
+        dm.setup("fit")  # resolves shards and statistics now: a bad path fails before the Trainer starts
+        log.info("Building module (%s, preset %s)", cfg.stage, cfg.model.preset)
+        module = MotionDiffusionModule(cfg, dm.stats)
     module._log_hyperparams = False  # the logger gets the config once, from build_logger (not at every restart)
     if cfg.stage == "stage2" and resume is None:
         load_stage_one_into(module, cfg.stage2.init_from)
@@ -135,7 +141,7 @@ def _finish(cfg: ExperimentConfig, run_dir: Path, ckpt_dir: Path, trainer: pl.Tr
     """Rank zero after a completed fit: export the final weights; log them as an artifact; close W&B."""
     if trainer.interrupted:
         return
-    out = export(ckpt_dir / "last.ckpt", run_dir / "export")
+    out = export_checkpoint(ckpt_dir / "last.ckpt", run_dir / "export")  # stage zero: the LivePortrait layout
     log.info("exported the final weights (EMA) to %s", out)
     if logger:
         log_export_artifact(logger, out, cfg, trainer.global_step)

@@ -40,9 +40,10 @@ def save_sd(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture(autouse=True)
 def _clean_state():
-    dtype = torch.get_default_dtype()
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
     yield
     torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)  # train() sets its own: the tests after it keep the suite's one thread
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 

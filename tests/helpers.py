@@ -81,3 +81,32 @@ def write_checkpoint(out: Path, cfg, stats, seed: int = 0, global_step: int = 0,
                 "hyper_parameters": {"config": to_container(cfg), "motion_stats": stats.to_dict()},
                 "motion_stats": stats.to_dict(), "global_step": global_step, "callbacks": {}}, ckpt)
     return export(ckpt, out / "export")
+
+
+def write_stage0_inputs(out: Path, train_clips: int = 2, val_clips: int = 1, seconds: float = 1.0) -> dict[str, Path]:
+    """Stage-zero inputs for CPU tests: tiny random face-model weights (public layout), generated VGG19
+    weights in torchvision's format at width 1/8, and synthetic clips with video (train seed 0, val seed 1)."""
+    import torch
+
+    from datamodules.synthetic import synthesize_dataset
+    from models.liveportrait.testing import write_random_weights
+    from models.vgg import vgg19_state_dict
+
+    paths = {"face": out / "face", "vgg": out / "vgg19.pth", "train": out / "train", "val": out / "val"}
+    write_random_weights(paths["face"], cfg="tiny")
+    torch.save(vgg19_state_dict(width=0.125), paths["vgg"])
+    synthesize_dataset(paths["train"], clips=train_clips, seed=0, min_seconds=seconds, max_seconds=seconds, maxcount=1)
+    synthesize_dataset(paths["val"], clips=val_clips, seed=1, min_seconds=seconds, max_seconds=seconds, maxcount=1)
+    return paths
+
+
+def stage0_overrides(paths: dict[str, Path], run_dir: Path, steps: int = 2, **extra: str) -> list[str]:
+    """`tiny_overrides` for configs/stage0.yaml: tiny face model at 128² crops, 1/8-width VGG, one pair per step."""
+    base = {"stage0.face_model_dir": str(paths["face"]), "stage0.face_model_preset": "tiny",
+            "stage0.vgg_weights": str(paths["vgg"]), "stage0.vgg_width": "0.125", "data.batch_size": "1",
+            "data.val_shards": f"[{paths['val']}]", "data.val_batch_size": "1", "stage0.val_pairs_per_clip": "1",
+            "trainer.val_every_n_steps": str(steps), "optim.lr": "1e-3", "optim.warmup_steps": "0",
+            "optim.ema_decay": "0.0", "stage0.image_size": "128",
+            "data.num_workers": "1"}  # one decode worker: train() then keeps 1 intra-op thread (2 cores)
+    base.update(extra)
+    return tiny_overrides(paths["train"], run_dir, steps=steps, **base)

@@ -1,4 +1,4 @@
-"""`playmate shards check DIR` and `playmate shards precompute SRC DST`."""
+"""`playmate shards check DIR`, `playmate shards precompute SRC DST` and `playmate shards reextract SRC DST`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shards", help="verify dataset directories or add precomputed audio features")
+    p = sub.add_parser("shards", help="verify dataset directories, add precomputed audio features, re-extract motion")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = actions.add_parser(
         "check",
@@ -30,6 +30,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--wav2vec2-path", default=None, help="local transformers Wav2Vec2 directory (for wav2vec2)")
     pre.add_argument("--batch-size", type=int, default=8)
     pre.set_defaults(func=precompute)
+    rx = actions.add_parser(
+        "reextract",
+        help="rewrite a dataset's motion with a (fine-tuned) face model, from each clip's mp4",
+        description="Run the motion extractor M of --face-model on every clip's mp4 frames and write a copy of "
+        "SRC to DST with the new motion.npy, kp.npy, json pose_mean/pose_std and stats.json; everything else "
+        "of each sample is kept (docs/stage-zero.md). Resumable: run the same command again after a kill; "
+        "finished shards are not redone.",
+    )
+    rx.add_argument("src", help="source dataset directory (clips with mp4 members)")
+    rx.add_argument("dst", help="output dataset directory (created; an unfinished one is resumed)")
+    rx.add_argument("--face-model", required=True,
+                    help="LivePortrait weights dir (base_models/), e.g. a stage-zero `playmate export`")
+    rx.add_argument("--face-preset", default="full", choices=("full", "tiny"), help="tiny: test weights only")
+    rx.add_argument("--batch-size", type=int, default=32, help="frames per motion-extractor call")
+    rx.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
+    rx.set_defaults(func=reextract)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -61,4 +77,21 @@ def precompute(args: argparse.Namespace) -> int:
     cfg = AudioEncoderConfig(name=args.encoder, wav2vec2_path=args.wav2vec2_path)
     manifest = precompute_audio_features(args.src, args.dst, cfg, batch_size=args.batch_size)
     print(f"{args.dst}: {manifest['num_samples']} clips with audio.npy ({args.encoder})")
+    return 0
+
+
+def reextract(args: argparse.Namespace) -> int:
+    from datamodules.prepare.motion import resolve_device
+    from datamodules.reextract import reextract_motion
+    from pl_modules.commands import UserError
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    try:
+        manifest = reextract_motion(args.src, args.dst, args.face_model, args.face_preset, args.batch_size,
+                                    resolve_device(args.device), progress=print)
+    except (FileNotFoundError, FileExistsError, ValueError) as e:  # ContractError, WeightsError: ValueErrors
+        raise UserError(str(e)) from None
+    print(f"{args.dst}: {manifest['num_samples']} clips in {len(manifest['shards'])} shards with motion from "
+          f"{args.face_model}")
     return 0

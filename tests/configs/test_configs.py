@@ -13,11 +13,14 @@ ROOT = Path(__file__).resolve().parents[2] / "configs"
 DATA = ["data.train_shards=[x]"]
 
 
-@pytest.mark.parametrize("experiment", ["stage1.yaml", "stage2.yaml"])
+NEEDS = {"stage0.yaml": ["stage0.face_model_dir=w", "stage0.vgg_weights=v"], "stage2.yaml": ["stage2.init_from=ckpt"]}
+
+
+@pytest.mark.parametrize("experiment", ["stage0.yaml", "stage1.yaml", "stage2.yaml"])
 @pytest.mark.parametrize("group,name", [(p.parent.name, p.stem) for p in sorted(ROOT.glob("*/*.yaml"))])
 def test_every_group_file_loads_in_every_experiment(experiment, group, name, monkeypatch):
     monkeypatch.setenv("DATA_ROOT", "/data")
-    extra = ["stage2.init_from=ckpt"] if experiment == "stage2.yaml" else []
+    extra = list(NEEDS.get(experiment, []))
     if group == "trainer" and name.startswith("deepspeed"):
         extra.append("trainer.accelerator=gpu")
     cfg = load_config(ExperimentConfig, ROOT / experiment, [f"{group}={name}", *DATA, *extra])
