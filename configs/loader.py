@@ -8,6 +8,12 @@
   e.g. ``defaults: {model: B, data: synthetic, trainer: gpu, logger: wandb}`` loads
   ``configs/model/B.yaml`` into the ``model`` section, etc. An override without a dot whose key is a
   group (``model=tiny``) selects another file of that group.
+- The ``setup`` group is an overlay over the whole experiment rather than one section: a file in
+  ``configs/setup/`` may hold its own ``defaults:`` (group files it selects) and top-level keys that
+  override the experiment YAML. ``setup=synthetic_cpu`` turns the real-data experiments into the
+  CPU / synthetic-world runs of the demo, the tests and the README examples. Precedence, lowest
+  first: schema, group files (experiment defaults < setup defaults < command-line group choices),
+  experiment YAML, setup keys, command-line ``key=value``.
 - Unknown keys, wrong types, missing mandatory values, out-of-range values (field metadata
   ``range``/``choices``) and cross-field inconsistencies (a ``check()`` method on the schema returning
   ``(key, message)`` pairs) raise `ConfigError` with one line naming the key and the fix, before
@@ -90,6 +96,11 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     its config.json only). A wav2vec2 directory that is not there is one line naming the key."""
     from models.audio import audio_feature_shape
 
+    if cfg.audio.name == "wav2vec2" and not cfg.audio.wav2vec2_path:
+        raise ConfigError("audio.wav2vec2_path is not set: the wav2vec2 encoder needs a local transformers directory "
+                          "(config.json + model.safetensors); configs/stage1.yaml and stage2.yaml read it from "
+                          "$WAV2VEC2_DIR. Export WAV2VEC2_DIR=DIR, or set audio.wav2vec2_path=DIR, or train on "
+                          "log-mel with audio.name=mel (setup=synthetic_cpu does)")
     try:
         cfg.model.audio_layers, cfg.model.audio_dim = audio_feature_shape(cfg.audio)
     except FileNotFoundError as e:
@@ -154,38 +165,62 @@ def _is_group_override(o: str, groups: dict[str, Path]) -> bool:
     return "=" in o and "." not in key and key in groups
 
 
+SETUP_GROUP = "setup"  # the overlay group (see the module docstring)
+
+
 def _yaml_layers(path: Path, overrides: list[str]) -> list[DictConfig]:
+    body = _load_yaml(path)
+    groups = _group_dirs(path)
+    selected: dict[str, str] = {}
+    if "defaults" in body:
+        selected.update(_defaults(body, path))
+    cli = dict(o.split("=", 1) for o in overrides if _is_group_override(o, groups))
+    setup_name = cli.pop(SETUP_GROUP, selected.pop(SETUP_GROUP, None))
+    setup: DictConfig | None = None
+    if setup_name is not None:
+        setup = _load_yaml(_group_file(groups, SETUP_GROUP, setup_name, path))
+        if "defaults" in setup:
+            selected.update(_defaults(setup, groups[SETUP_GROUP] / f"{setup_name}.yaml"))
+    selected.update(cli)
+    layers = []
+    for group, name in selected.items():
+        if group == SETUP_GROUP:
+            raise ConfigError(f"{path}: a setup file cannot select another setup ({name})")
+        layers.append(OmegaConf.create({group: OmegaConf.load(_group_file(groups, group, name, path))}))
+    return [*layers, body, *([setup] if setup is not None else [])]
+
+
+def _load_yaml(path: Path) -> DictConfig:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (experiment files live in configs/, e.g. configs/stage1.yaml)")
     try:
         body = OmegaConf.load(path)
     except Exception as e:  # YAML syntax errors of any kind
         raise ConfigError(f"{path}: cannot parse YAML ({type(e).__name__}: {e})") from None
-    groups = _group_dirs(path)
-    selected: dict[str, str] = {}
-    if "defaults" in body:
-        defaults = OmegaConf.to_container(body.pop("defaults"))
-        if not isinstance(defaults, dict):
-            raise ConfigError(f"{path}: 'defaults' must be a mapping group: name (e.g. model: B)")
-        selected.update({str(k): str(v) for k, v in defaults.items()})
-    for o in overrides:
-        if _is_group_override(o, groups):
-            k, v = o.split("=", 1)
-            selected[k] = v
-    layers = []
-    for group, name in selected.items():
-        if group not in groups:
-            raise ConfigError(f"{path}: defaults name unknown group '{group}'; groups are {sorted(groups)}")
-        f = groups[group] / f"{name}.yaml"
-        if not f.is_file():
-            options = sorted(p.stem for p in groups[group].glob("*.yaml"))
-            hint = difflib.get_close_matches(name, options, n=1)
-            raise ConfigError(
-                f"{group}={name}: no file {f}; choose one of {options}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            )
-        layers.append(OmegaConf.create({group: OmegaConf.load(f)}))
-    return [*layers, body]
+    if not isinstance(body, DictConfig):
+        raise ConfigError(f"{path}: the file must be a mapping of keys, not a list")
+    return body
+
+
+def _defaults(body: DictConfig, path: Path) -> dict[str, str]:
+    defaults = OmegaConf.to_container(body.pop("defaults"))
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: 'defaults' must be a mapping group: name (e.g. model: B)")
+    return {str(k): str(v) for k, v in defaults.items()}
+
+
+def _group_file(groups: dict[str, Path], group: str, name: str, path: Path) -> Path:
+    if group not in groups:
+        raise ConfigError(f"{path}: defaults name unknown group '{group}'; groups are {sorted(groups)}")
+    f = groups[group] / f"{name}.yaml"
+    if not f.is_file():
+        options = sorted(p.stem for p in groups[group].glob("*.yaml"))
+        hint = difflib.get_close_matches(name, options, n=1)
+        raise ConfigError(
+            f"{group}={name}: no file {f}; choose one of {options}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    return f
 
 
 def _one_line(e: OmegaConfBaseException, base: DictConfig) -> str:

@@ -38,7 +38,8 @@ def _say(msg: str) -> None:
 
 def _overrides(c: DemoConfig, run: Path, steps: int, data: Path, val: Path, lr: float = 1e-3) -> list[str]:
     return [
-        "model=tiny", "trainer=cpu", "logger=wandb", "logger.mode=offline", f"name={run.name}", f"run_dir={run}",
+        "setup=synthetic_cpu", "model=tiny", "trainer=cpu",
+        "logger=wandb", "logger.mode=offline", f"name={run.name}", f"run_dir={run}",
         f"data.train_shards=[{data}]", f"data.val_shards=[{val}]", f"data.batch_size={c.batch_size}",
         "data.num_workers=1", "data.shuffle_buffer=64", f"data.epoch_windows={c.batch_size * 100}",
         f"trainer.max_steps={steps}", f"trainer.val_every_n_steps={steps}", f"trainer.ckpt_every_n_steps={steps}",

@@ -35,7 +35,7 @@ def tiny_overrides(ds: Path | None = None, run_dir: Path | None = None, steps: i
     **{"model.tp": "4"}), group names select files (model="S").
     """
     base = {
-        "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t",
+        "setup": "synthetic_cpu", "model": "tiny", "trainer": "cpu", "logger": "none", "name": "t",
         "run_dir": str(run_dir or (ds.parent / "run" if ds else "runs/t")),
         "data.train_shards": f"[{ds or 'unused'}]", "data.val_shards": f"[{ds}]" if ds else "[]",
         "data.batch_size": "4", "data.num_workers": "0", "data.epoch_windows": "16", "data.val_max_clips": "4",

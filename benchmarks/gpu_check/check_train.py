@@ -49,6 +49,7 @@ def _overrides(ctx: Ctx, preset: str, strategy: str, steps: int, batch: int, run
                 "data.shuffle_buffer=256"]
     return [*base, "trainer.devices=1", "logger=none", f"name={run}", f"run_dir={ctx.scratch / 'runs' / run}",
             f"data.train_shards=[{ctx.scratch / 'mel'}]", "data.val_shards=[]", "data.audio_source=precomputed",
+            "audio.name=mel",
             f"data.batch_size={batch}", "data.epoch_windows=100000000", f"trainer.max_steps={steps}",
             "trainer.val_every_n_steps=0", "trainer.ckpt_every_n_steps=100000", "trainer.log_every_n_steps=50",
             f"optim.warmup_steps={max(1, steps // 10)}"]

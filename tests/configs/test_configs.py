@@ -6,11 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from configs.loader import ConfigError, load_config
+from configs.loader import ConfigError, load_config, load_experiment
 from configs.schema import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[2] / "configs"
 DATA = ["data.train_shards=[x]"]
+
+
+@pytest.fixture(autouse=True)
+def data_root(monkeypatch):
+    """The real-data groups name their shards under $DATA_ROOT."""
+    monkeypatch.setenv("DATA_ROOT", "/data")
 
 
 NEEDS = {"stage0.yaml": ["stage0.face_model_dir=w", "stage0.vgg_weights=v"], "stage2.yaml": ["stage2.init_from=ckpt"]}
@@ -35,7 +41,8 @@ def test_other_yaml_files_load():
     assert cfg.dataset == "folder"
 
 
-def test_group_selection_and_overrides():
+def test_group_selection_and_overrides(monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/data")
     cfg = load_config(ExperimentConfig, ROOT / "stage1.yaml", ["model=tiny", "trainer=cpu", "optim.lr=3e-4", *DATA])
     assert (cfg.model.preset, cfg.model.depth, cfg.model.width) == ("tiny", 2, 128)
     assert cfg.trainer.accelerator == "cpu" and cfg.optim.lr == 3e-4
@@ -90,13 +97,13 @@ def test_cli_prints_one_line_and_exits_2(capsys):
 def test_bad_paths_print_one_line_naming_the_key(tmp_path, capsys):
     from pl_modules.commands import main
 
-    assert main(["train", str(ROOT / "stage1.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r'}",
+    assert main(["train", str(ROOT / "stage1.yaml"), "setup=synthetic_cpu", "logger=none", f"run_dir={tmp_path / 'r'}",
                  f"data.train_shards=[{tmp_path / 'nope'}]"]) == 2
     assert "data.train_shards:" in capsys.readouterr().err
     from tests.helpers import write_random_dataset
 
     write_random_dataset(tmp_path / "ds", clips=2, per_shard=1)
-    assert main(["train", str(ROOT / "stage2.yaml"), "trainer=cpu", "logger=none", f"run_dir={tmp_path / 'r2'}",
+    assert main(["train", str(ROOT / "stage2.yaml"), "setup=synthetic_cpu", "logger=none", f"run_dir={tmp_path / 'r2'}",
                  "data.num_workers=0", "data.batch_size=2", f"data.train_shards=[{tmp_path / 'ds'}]",
                  "data.val_shards=[]",
                  f"stage2.init_from={tmp_path / 'missing.ckpt'}"]) == 2
@@ -113,3 +120,42 @@ def test_lr_schedule_warmup_then_constant_or_cosine():
     assert all(a >= b for a, b in zip(cos[3:], cos[4:]))  # monotone decay after warm-up
     assert cos[19] == pytest.approx(0.1) and cos[24] == pytest.approx(0.1)  # floor at max_steps, and after
     assert cos[11] == pytest.approx(0.55)  # half-way: (1 + floor) / 2
+
+
+@pytest.mark.parametrize("experiment, datasets", [("stage1.yaml", ["avspeech", "celebv_text", "acappella"]),
+                                                  ("stage2.yaml", ["mead", "mafw"])])
+def test_stage_configs_are_the_real_data_experiments(experiment, datasets, monkeypatch, tmp_path):
+    """Without overrides: the paper's data groups, wav2vec2 from $WAV2VEC2_DIR, ZeRO-2 bf16, preset B."""
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    monkeypatch.setenv("WAV2VEC2_DIR", str(tmp_path / "w2v"))
+    cfg = load_config(ExperimentConfig, ROOT / experiment, NEEDS.get(experiment, []))
+    assert cfg.data.train_shards == [f"/data/{d}" for d in datasets]
+    assert (cfg.audio.name, cfg.audio.wav2vec2_path) == ("wav2vec2", str(tmp_path / "w2v"))
+    assert (cfg.trainer.strategy, cfg.trainer.precision, cfg.trainer.accelerator) == (
+        "deepspeed_stage_2", "bf16-mixed", "gpu")
+    assert cfg.model.preset == "B" and cfg.data.audio_source == "wav"
+
+
+def test_missing_wav2vec2_dir_is_one_line_naming_the_key(monkeypatch, capsys):
+    from pl_modules.commands import main
+
+    monkeypatch.setenv("DATA_ROOT", "/data")
+    monkeypatch.delenv("WAV2VEC2_DIR", raising=False)
+    assert main(["train", str(ROOT / "stage1.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "audio.wav2vec2_path is not set" in err[0] and "WAV2VEC2_DIR" in err[0]
+
+
+def test_setup_overlay_turns_the_experiment_into_the_cpu_synthetic_run(monkeypatch):
+    monkeypatch.delenv("DATA_ROOT", raising=False)  # the synthetic data group needs no DATA_ROOT
+    for experiment in ("stage1.yaml", "stage2.yaml"):
+        cfg = load_experiment(ROOT / experiment, ["setup=synthetic_cpu", *NEEDS.get(experiment, [])])
+        assert (cfg.model.preset, cfg.trainer.accelerator, cfg.trainer.precision) == ("tiny", "cpu", "32-true")
+        assert cfg.audio.name == "mel" and cfg.data.train_shards == ["data/synth/train"]
+        assert cfg.model.audio_layers == 1 and cfg.model.audio_dim == cfg.audio.n_mels
+    # the command line still wins over the overlay: group choices and keys
+    cfg = load_experiment(ROOT / "stage1.yaml", ["setup=synthetic_cpu", "model=S", "audio.n_mels=40",
+                                                "trainer.precision=bf16-mixed"])
+    assert (cfg.model.preset, cfg.audio.n_mels, cfg.trainer.precision) == ("S", 40, "bf16-mixed")
+    with pytest.raises(ConfigError, match=r"setup=synthetc_cpu: no file .*did you mean 'synthetic_cpu'"):
+        load_config(ExperimentConfig, ROOT / "stage1.yaml", ["setup=synthetc_cpu"])

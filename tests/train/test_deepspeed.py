@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(*ov: str) -> ExperimentConfig:
-    return load_experiment(ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", *ov])
+    return load_experiment(ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", "audio.name=mel", *ov])
 
 
 def test_deepspeed_strategy_from_config():
