@@ -93,7 +93,9 @@ def load_experiment(yaml_path: str | Path, overrides: list[str] | None = None) -
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """Derived values: model.audio_layers / audio_dim from the configured audio encoder (wav2vec2 reads
-    its config.json only). A wav2vec2 directory that is not there is one line naming the key."""
+    its config.json only), and audio.context_frames = model.tp + model.t_window (the audio context every
+    path encodes at once) with audio.context_overlap = 2·model.tp (at most half the context). A wav2vec2
+    directory that is not there is one line naming the key."""
     from models.audio import audio_feature_shape
 
     if cfg.audio.name == "wav2vec2" and not cfg.audio.wav2vec2_path:
@@ -101,6 +103,11 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
                           "(config.json + model.safetensors); configs/stage1.yaml and stage2.yaml read it from "
                           "$WAV2VEC2_DIR. Export WAV2VEC2_DIR=DIR, or set audio.wav2vec2_path=DIR, or train on "
                           "log-mel with audio.name=mel (setup=synthetic_cpu does)")
+    # the encoder sees one training window at a time; a longer clip's windows overlap by 2·Tp frames, so
+    # each frame has at least Tp frames of audio either side, as much as the DiT's own context
+    context = cfg.model.tp + cfg.model.t_window
+    cfg.audio.context_frames = context
+    cfg.audio.context_overlap = min(2 * cfg.model.tp, context // 2)
     try:
         cfg.model.audio_layers, cfg.model.audio_dim = audio_feature_shape(cfg.audio)
     except FileNotFoundError as e:

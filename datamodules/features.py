@@ -17,7 +17,7 @@ import torch
 
 from datamodules.contract import ClipSample, ContractError
 from datamodules.shards import MANIFEST, DatasetWriter, check_dataset, read_clip_samples
-from models.audio import AudioEncoderConfig, audio_feature_shape, build_audio_encoder
+from models.audio import AudioEncoderConfig, audio_feature_shape, build_audio_encoder, encode_windowed
 
 
 def _iter_clips(src: Path, manifest: dict[str, Any]) -> Iterator[ClipSample]:
@@ -26,18 +26,15 @@ def _iter_clips(src: Path, manifest: dict[str, Any]) -> Iterator[ClipSample]:
         yield from read_clip_samples(src / entry["name"])
 
 
-def _encode(encoder: torch.nn.Module, clips: list[ClipSample], device: torch.device) -> list[np.ndarray]:
-    """Features (T, L, C) float16 of each clip; one forward for the batch where padding is harmless."""
-    wavs = [torch.from_numpy(c.wav.astype(np.float32) / 32768.0) for c in clips]  # (S_i,)
-    frames = [c.motion.shape[0] for c in clips]
-    with torch.no_grad():
-        if getattr(encoder, "pads_with_silence", False):
-            batch = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True).to(device)  # (B, S_max)
-            feats = encoder(batch, max(frames))  # (B, T_max, L, C)
-            out = [feats[i, :t] for i, t in enumerate(frames)]
-        else:
-            out = [encoder(w[None].to(device), t)[0] for w, t in zip(wavs, frames)]  # (T, L, C) each
-    return [f.float().cpu().numpy().astype(np.float16) for f in out]
+def _encode(encoder: torch.nn.Module, clips: list[ClipSample], cfg: AudioEncoderConfig,
+            device: torch.device) -> list[np.ndarray]:
+    """Features (T, L, C) float16 of each clip, encoded in the fixed windows training and generation use."""
+    out = []
+    for c in clips:
+        wav = torch.from_numpy(c.wav.astype(np.float32) / 32768.0)[None].to(device)  # (1, S)
+        feats = encode_windowed(encoder, wav, c.motion.shape[0], cfg.context_frames, cfg.context_overlap)
+        out.append(feats[0].cpu().numpy().astype(np.float16))  # (T, L, C)
+    return out
 
 
 def _layout(manifest: dict[str, Any]) -> tuple[str, int]:
@@ -81,19 +78,44 @@ def precompute_audio_features(
         for clip in _iter_clips(src, manifest):
             batch.append(clip)
             if len(batch) == batch_size:
-                _flush(writer, encoder, batch, torch.device(device))
-        _flush(writer, encoder, batch, torch.device(device))
+                _flush(writer, encoder, encoder_cfg, batch, torch.device(device))
+        _flush(writer, encoder, encoder_cfg, batch, torch.device(device))
     problems, _ = check_dataset(dst, check_video=False)
     if problems:
         raise ContractError(f"{dst}: the featured copy fails the contract: " + "; ".join(map(str, problems[:5])))
     return json.loads((dst / MANIFEST).read_text())
 
 
-def _flush(writer: DatasetWriter, encoder: torch.nn.Module, batch: list[ClipSample], device: torch.device) -> None:
+def _flush(writer: DatasetWriter, encoder: torch.nn.Module, encoder_cfg: AudioEncoderConfig, batch: list[ClipSample],
+           device: torch.device) -> None:
     """Encode and write the pending clips, then empty the list."""
     if not batch:
         return
-    for clip, feats in zip(batch, _encode(encoder, batch, device)):
+    for clip, feats in zip(batch, _encode(encoder, batch, encoder_cfg, device)):
         clip.audio_feats = feats
         writer.write(clip)
     batch.clear()
+
+
+# Encoder settings that change the features: a precomputed dataset must match the training config in these.
+_FEATURE_KEYS = {"mel": ("name", "n_mels", "n_fft", "f_min", "f_max", "context_frames", "context_overlap"),
+                 "wav2vec2": ("name", "context_frames", "context_overlap")}
+
+
+def precomputed_mismatches(dirs: list[str], cfg: AudioEncoderConfig) -> list[str]:
+    """For `data.audio_source=precomputed`: each dataset whose recorded encoder (manifest provenance)
+    differs from the `audio` config in a setting that changes the features, as 'DIR: key a ≠ b'.
+    Datasets without the record (not made by `shards precompute`) are not judged."""
+    problems = []
+    for d in dirs:
+        path = Path(d) / MANIFEST
+        try:
+            recorded = json.loads(path.read_text())["provenance"]["audio_features"]["encoder"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for key in _FEATURE_KEYS.get(cfg.name, ("name",)):
+            want, got = getattr(cfg, key), recorded.get(key, "(not recorded: made before windowed encoding)")
+            if got != want:
+                problems.append(f"{d}: audio.{key} is {want!r} but its features were made with {got!r}; "
+                                f"recompute with `playmate shards precompute` or set audio.{key}={got}")
+    return problems

@@ -46,6 +46,19 @@ class AudioEncoderConfig:
     n_fft: int = field(default=1024, metadata={"range": (640, 8192)})  # 64 ms window ≥ one 640-sample hop
     f_min: float = field(default=40.0, metadata={"range": (0.0, 8000.0)})  # Hz
     f_max: float = field(default=7600.0, metadata={"range": (1.0, 8000.0)})  # Hz, below Nyquist (8 kHz)
+    # The audio context the encoder sees at once, in video frames: every path (training windows,
+    # `shards precompute`, generation) encodes windows of exactly this length (see `encode_windowed`).
+    # Derived by the config loader from the DiT's training window: model.tp + model.t_window.
+    context_frames: int = field(default=125, metadata={"range": (2, 100_000)})
+    # Frames shared by neighbouring windows of a longer clip; each frame's features come from the window
+    # it sits most centrally in, so it sees at least context_overlap / 2 frames of audio either side.
+    # Derived by the config loader: 2 · model.tp (at most half the context).
+    context_overlap: int = field(default=50, metadata={"range": (0, 99_999)})
+
+    def __post_init__(self) -> None:
+        if self.context_overlap >= self.context_frames:
+            raise ValueError(f"context_overlap {self.context_overlap} must be below context_frames "
+                             f"{self.context_frames} (windows must advance)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -277,21 +290,45 @@ def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
 
 
 
-# The audio of a long clip is encoded in chunks of this many frames, each with MARGIN frames of audio
-# context either side (cut off afterwards), so memory stays bounded for arbitrarily long audio. A clip
-# of at most one chunk is encoded whole, exactly as in training.
-ENCODER_CHUNK_FRAMES = 1500  # 60 s
-ENCODER_MARGIN_FRAMES = 25  # 1 s
+# Every path encodes audio in windows of the same length, so a feature never depends on where a clip
+# was cut: a training window is exactly one encoder window; a longer clip (precompute, generation) is
+# covered by windows of that length advancing by context_frames − context_overlap frames (the last one
+# aligned to the clip's end), each frame taken from the window it sits most centrally in. Memory stays
+# bounded for any length; windows are encoded in batches of at most WINDOW_BATCH.
+WINDOW_BATCH = 16
+
+
+def window_plan(num_frames: int, context: int, overlap: int) -> list[tuple[int, int, int]]:
+    """(start, lo, hi) per encoder window covering `num_frames` frames: the window is frames
+    [start, start + context) and it supplies the features of frames [lo, hi), the ones nearer its centre
+    than any other window's. One window [0, num_frames) if the clip is at most `context` frames."""
+    if num_frames <= context:
+        return [(0, 0, num_frames)]
+    starts = list(range(0, num_frames - context + 1, context - overlap))
+    if starts[-1] + context < num_frames:
+        starts.append(num_frames - context)  # the last window ends at the clip's end
+    bounds = [0, *[(a + b + context) // 2 for a, b in zip(starts, starts[1:])], num_frames]
+    return [(s, lo, hi) for s, lo, hi in zip(starts, bounds, bounds[1:])]
 
 
 @torch.no_grad()
-def encode_chunked(encoder: nn.Module, wav: Tensor, num_frames: int,
-                   chunk: int = ENCODER_CHUNK_FRAMES, margin: int = ENCODER_MARGIN_FRAMES) -> Tensor:
-    """Float audio (B, S) in [−1, 1] at 16 kHz → features (B, num_frames, L, C), encoded chunk by chunk."""
-    hop, out = SAMPLES_PER_FRAME, []
-    for start in range(0, num_frames, chunk):
-        stop = min(start + chunk, num_frames)
-        lo, hi = max(0, start - margin), min(num_frames, stop + margin)
-        feats = encoder(wav[:, lo * hop : hi * hop], hi - lo)  # (B, hi − lo, L, C)
-        out.append(feats[:, start - lo : stop - lo].float())  # (B, stop − start, L, C)
-    return torch.cat(out, dim=1)  # (B, N, L, C)
+def encode_windowed(encoder: nn.Module, wav: Tensor, num_frames: int, context: int, overlap: int) -> Tensor:
+    """Float audio (B, S) in [−1, 1] at 16 kHz → features (B, num_frames, L, C), encoded in fixed windows.
+
+    The audio is zero-padded (or cut) to num_frames · 640 samples. A clip of at most `context` frames is
+    one window: exactly what the training step encodes.
+    """
+    hop = SAMPLES_PER_FRAME
+    need = num_frames * hop
+    wav = F.pad(wav[:, :need], (0, max(0, need - wav.shape[1])))  # (B, T·640)
+    plan = window_plan(num_frames, context, overlap)
+    if len(plan) == 1:
+        return encoder(wav, num_frames).float()  # (B, T, L, C)
+    b = wav.shape[0]
+    pieces = torch.stack([wav[:, s * hop : (s + context) * hop] for s, _, _ in plan], dim=1)  # (B, W, context·640)
+    flat = pieces.reshape(b * len(plan), context * hop)
+    feats = torch.cat([encoder(flat[i : i + WINDOW_BATCH], context).float()
+                       for i in range(0, flat.shape[0], WINDOW_BATCH)])  # (B·W, context, L, C)
+    feats = feats.reshape(b, len(plan), context, *feats.shape[2:])
+    out = [feats[:, i, lo - s : hi - s] for i, (s, lo, hi) in enumerate(plan)]  # (B, hi − lo, L, C) each
+    return torch.cat(out, dim=1)  # (B, T, L, C)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from configs.loader import to_container
 from configs.schema import ExperimentConfig
-from models.audio import build_audio_encoder
+from models.audio import build_audio_encoder, encode_windowed
 from models.diffusion.loss import training_loss
 from models.diffusion.schedule import NoiseSchedule
 from models.dit import Condition, Drops, MotionDiT, build_motion_dit, make_id_feat
@@ -201,7 +201,10 @@ class MotionDiffusionModule(TrainableModule):
             return batch["audio"].float()
         bf16 = self.device.type == "cuda" and self.cfg.trainer.precision == "bf16-mixed"
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.audio_encoder(batch["audio"].float(), batch["motion"].shape[1]).to(batch["motion"].dtype)
+            a = self.cfg.audio  # a window of Tp + T frames is exactly one encoder window (encode_windowed)
+            feats = encode_windowed(self.audio_encoder, batch["audio"].float(), batch["motion"].shape[1],
+                                    a.context_frames, a.context_overlap)
+            return feats.to(batch["motion"].dtype)
 
     def condition(self, batch: dict[str, Any]) -> Condition:
         return Condition(

@@ -48,6 +48,11 @@ def check_environment(cfg: ExperimentConfig) -> None:
     elif t.accelerator == "cpu" and t.devices > (os.cpu_count() or 1):
         raise ConfigError(f"trainer.devices: {t.devices} CPU processes asked for on {os.cpu_count()} cores; "
                           "use trainer.devices ≤ the number of cores")
+    if cfg.stage != "stage0" and cfg.data.audio_source == "precomputed":
+        from datamodules.features import precomputed_mismatches
+
+        for problem in precomputed_mismatches([*cfg.data.train_shards, *cfg.data.val_shards], cfg.audio):
+            raise ConfigError(problem)
 
 
 def _rank_from_env() -> int:

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--encoder", default="mel", choices=("mel", "wav2vec2"), help="audio encoder (default mel)")
     pre.add_argument("--wav2vec2-path", default=None, help="local transformers Wav2Vec2 directory (for wav2vec2)")
     pre.add_argument("--batch-size", type=int, default=8)
+    pre.add_argument("--context-frames", type=int, default=125,
+                     help="audio frames the encoder sees at once; must equal the training window "
+                          "model.tp + model.t_window (default 25 + 100 = 125)")
+    pre.add_argument("--context-overlap", type=int, default=50,
+                     help="frames shared by neighbouring encoder windows (default 50, as training and generation)")
     pre.set_defaults(func=precompute)
     rx = actions.add_parser(
         "reextract",
@@ -74,7 +79,15 @@ def precompute(args: argparse.Namespace) -> int:
     from datamodules.features import precompute_audio_features
     from models.audio import AudioEncoderConfig
 
-    cfg = AudioEncoderConfig(name=args.encoder, wav2vec2_path=args.wav2vec2_path)
+    from pl_modules.commands import UserError
+
+    try:
+        cfg = AudioEncoderConfig(name=args.encoder, wav2vec2_path=args.wav2vec2_path,
+                                 context_frames=args.context_frames, context_overlap=args.context_overlap)
+    except ValueError as e:
+        raise UserError(f"--context-overlap: {e}") from None
+    if args.context_frames < 2:
+        raise UserError(f"--context-frames must be ≥ 2, got {args.context_frames}")
     manifest = precompute_audio_features(args.src, args.dst, cfg, batch_size=args.batch_size)
     print(f"{args.dst}: {manifest['num_samples']} clips with audio.npy ({args.encoder})")
     return 0

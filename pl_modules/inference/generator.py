@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from configs.schema import ExperimentConfig
-from models.audio import build_audio_encoder, encode_chunked
+from models.audio import build_audio_encoder, encode_windowed
 from models.clock import SAMPLES_PER_FRAME
 from models.diffusion import NoiseSchedule, SamplerSettings, generate_windowed
 from models.dit import MotionDiT, reference_id_feat
@@ -101,7 +101,8 @@ class MotionGenerator:
         if self.encoder is None:
             raise GenerationError(f"{self.source}: the model was trained on precomputed audio features "
                                   "(data.audio_source=precomputed); give the clip's audio.npy features")
-        return encode_chunked(self.encoder, wav.to(self.device), num_frames)
+        a = self.config.audio  # the training window's context, in fixed overlapping windows
+        return encode_windowed(self.encoder, wav.to(self.device), num_frames, a.context_frames, a.context_overlap)
 
     @torch.no_grad()
     def generate_batch(

@@ -134,8 +134,8 @@ def bad_cli_inputs(w: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "evaluate: --device cuda": (["evaluate", str(w["export"]), "--data", str(w["ds"]), "--device", "cuda",
                                      "--random-weights"], r"--device|cuda"),
         "shards check: missing dir": (["shards", "check", str(w["tmp"] / "nodata")], r"nodata"),
-        "config: bad override": (["config", STAGE1, "optim.lr=nan"], r"optim\.lr"),
-        "config: unknown key": (["config", STAGE1, "name=x", "--key", "nope.key"], r"nope\.key"),
+        "config: bad override": (["config", STAGE1, "setup=synthetic_cpu", "optim.lr=nan"], r"optim\.lr"),
+        "config: unknown key": (["config", STAGE1, "setup=synthetic_cpu", "name=x", "--key", "nope.key"], r"nope\.key"),
     }
 
 
