@@ -1,6 +1,8 @@
 #!/bin/bash
 # Stage one on a SLURM cluster (docs/training.md):
 #   sbatch sbatch/stage1.sh [key=value ...]          e.g. sbatch --nodes=4 sbatch/stage1.sh optim.lr=2e-4
+# The config reads the prepared data from $DATA_ROOT and wav2vec2 from $WAV2VEC2_DIR (export both, or
+# put them in sbatch/site.env); on CPU with the synthetic world pass setup=synthetic_cpu.
 # One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
 # 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →
 # the same command resumes from runs/<name>/checkpoints/ (the newest checkpoint that loads),

@@ -1,6 +1,8 @@
 #!/bin/bash
 # Stage two (emotion controller, frozen stage-one DiT) on SLURM (docs/training.md):
 #   sbatch sbatch/stage2.sh stage2.init_from=runs/stage1/export [key=value ...]
+# The config reads the prepared data from $DATA_ROOT and wav2vec2 from $WAV2VEC2_DIR (export both, or
+# put them in sbatch/site.env); on CPU with the synthetic world pass setup=synthetic_cpu.
 # One task per GPU; nodes and devices come from SLURM (never typed twice). SIGUSR1 arrives
 # 10 minutes before the time limit → checkpoint at a step boundary on all ranks → requeue →
 # the same command resumes from runs/<name>/checkpoints/ (the newest checkpoint that loads),
