@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from configs.loader import ConfigError, ConfigPathError
 from datamodules.contract import (
+    DECODED_MEMBERS,
     SAMPLES_PER_FRAME,
     ContractError,
     decode_sample,
@@ -42,11 +43,16 @@ from datamodules.contract import (
 )
 from datamodules.health import DataHealth, SampleLedger
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
+from datamodules.tar_reader import tar_samples
 from datamodules.windows import WindowBatch, WindowMaker, collate_windows
 from datamodules.worker_signals import protect_worker_from_job_signals
 from models.motion import MotionStats
 
 log = logging.getLogger(__name__)
+
+# The members a training or validation window is made of (and whose sha256 is checked); others,
+# such as the video, are skipped unread.
+WINDOW_MEMBERS = (*DECODED_MEMBERS, "sha256")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -239,9 +245,10 @@ class TrainWindowStream(_StreamBase):
             # at this point we have an endless stream of those shards, drawn with replacement; a
             # worker whose shards give no sample at all stops with an error instead of spinning
             partial(resampled_shards, rng=random.Random(f"{seed}/shards"), ledger=ledger),
-            # at this point we have raw samples {__key__, __url__, member: bytes}; an unreadable tar
-            # is counted once, against the shard being read, and skipped
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            # at this point we have raw samples {__key__, __url__, member: bytes} of the members a
+            # window needs (the video is skipped unread); an unreadable tar is counted once, against
+            # the shard being read, and skipped
+            partial(tar_samples, handler=ledger.tar_error, members=WINDOW_MEMBERS),
             partial(arrivals, ledger=ledger),
         ]
         if self.shuffle_buffer > 1:
@@ -282,8 +289,8 @@ class ValWindowStream(_StreamBase):
             # at this point we have this rank's shards {"url"}, in order, each read once
             wds.SimpleShardList(urls),
             partial(shards_once, ledger=ledger),
-            # at this point we have raw samples {__key__, __url__, member: bytes}
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            # at this point we have raw samples {__key__, __url__, member: bytes} (the video skipped)
+            partial(tar_samples, handler=ledger.tar_error, members=WINDOW_MEMBERS),
             # at this point we have decoded clips that meet the contract (others skipped and counted)
             partial(decoded_clips, ledger=ledger, maker=self.maker),
             # at this point we have the first max_clips of those clips

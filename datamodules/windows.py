@@ -16,7 +16,10 @@ from torch import Tensor
 
 from datamodules.contract import SAMPLES_PER_FRAME
 from models.emotion import EMOTIONS, NULL_EMOTION
-from models.motion import POSE, MotionStats, normalize_motion
+from models.motion import EXP, MOTION_DIM, POSE, MotionStats
+
+
+NORM_EPS = 1e-6  # the eps of models.motion.normalize_motion
 
 
 class WindowMaker:
@@ -25,8 +28,8 @@ class WindowMaker:
     def __init__(self, stats: MotionStats, t_window: int, tp: int, audio_source: str) -> None:
         self.stats, self.t_window, self.tp, self.audio_source = stats, t_window, tp, audio_source
         self.exp_mean = stats.exp_mean.numpy()
-        self.exp_std = stats.exp_std.numpy()
-        self.pose_std = stats.pose_std.numpy()
+        self.exp_scale = (stats.exp_std + NORM_EPS).numpy()  # the divisors of normalize_motion
+        self.pose_scale = (stats.pose_std + NORM_EPS).numpy()
 
     def window(self, s: dict[str, Any], start: int) -> dict[str, Any]:
         """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded."""
@@ -35,20 +38,18 @@ class WindowMaker:
         pad = max(0, -lo)
         idx = slice(max(lo, 0), start + t)
         pose_mean = np.asarray(s["meta"]["pose_mean"], dtype=np.float32)
-        motion = normalize_motion(
-            torch.from_numpy(s["motion"][idx]), self.stats, torch.from_numpy(pose_mean)
-        ).numpy()  # (≤Tp+T, 70)
-        motion = np.pad(motion, ((pad, 0), (0, 0)))  # (Tp+T, 70)
+        motion = np.zeros((tp + t, MOTION_DIM), np.float32)  # (Tp+T, 70), rows before the clip stay 0
+        self.normalize(s["motion"][idx], pose_mean, out=motion[pad:])
         # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
         # the reference pose is the pose mean: the identity feature carries its expression only.
-        first = torch.from_numpy(s["motion"][0])
-        ref = normalize_motion(first, self.stats, first[POSE]).numpy()
+        first = s["motion"][0]
+        ref = self.normalize(first, first[POSE])  # (70,)
         emotion = s["meta"]["emotion"]
         out = {
-            "motion": motion.astype(np.float32),
+            "motion": motion,
             "has_context": start >= tp,
             "kp": s["kp"],
-            "ref_motion": ref.astype(np.float32),  # (70,) normalised reference (first) frame
+            "ref_motion": ref,  # (70,) normalised reference (first) frame
             "pose_mean": pose_mean,
             "emotion": EMOTIONS.index(emotion) if emotion is not None else NULL_EMOTION,
             "key": s["__key__"],
@@ -56,11 +57,22 @@ class WindowMaker:
             "num_frames": n,
         }
         if self.audio_source == "precomputed":
-            feats = s["audio_feats"][idx].astype(np.float32)  # (≤Tp+T, L, C)
-            out["audio"] = np.pad(feats, ((pad, 0), (0, 0), (0, 0)))
+            feats = s["audio_feats"]  # (T, L, C) float16
+            out["audio"] = np.zeros((tp + t, *feats.shape[1:]), np.float32)  # (Tp+T, L, C)
+            out["audio"][pad:] = feats[idx]
         else:
-            a = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
-            out["audio"] = np.pad(a, (pad * SAMPLES_PER_FRAME, 0))  # ((Tp+T)·640,)
+            wav = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME]  # int16
+            out["audio"] = np.zeros((tp + t) * SAMPLES_PER_FRAME, np.float32)  # ((Tp+T)·640,)
+            np.divide(wav, np.float32(32768.0), out=out["audio"][pad * SAMPLES_PER_FRAME :])
+        return out
+
+    def normalize(self, motion: np.ndarray, pose_mean: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`models.motion.normalize_motion` in NumPy (the same float32 operations, so the same bits) for
+        raw motion (…, 70), without a tensor round trip per window."""
+        if out is None:
+            out = np.empty(motion.shape, np.float32)
+        np.divide(motion[..., EXP] - self.exp_mean, self.exp_scale, out=out[..., EXP])
+        np.divide(motion[..., POSE] - pose_mean, self.pose_scale, out=out[..., POSE])
         return out
 
     def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
