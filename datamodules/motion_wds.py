@@ -1,13 +1,14 @@
 """WebDataset pipeline of training windows over contract shards, as a LightningDataModule.
 
 Training: each DataLoader worker of each rank runs the stage list of `TrainWindowStream.pipeline`:
-this rank's shards (urls[rank::world]), this worker's part of them, resampled forever with an RNG seeded
-by (seed, epoch, rank, worker) → tar members grouped into samples → a shuffle buffer of the still
+this rank's shards (urls[rank::world]), this worker's part of them, resampled forever with an RNG
+seeded by (seed, epoch, rank, worker) → tar members grouped into samples (`datamodules/tar_reader.py`:
+only the members a window needs; the video is skipped unread) → a shuffle buffer of the still
 compressed samples → decode + validate (a bad sample is skipped, counted, logged with shard and key)
 → `windows_per_clip` random windows of Tp + T frames per clip, with the aligned audio and adaptive
-normalisation (exp: global stats; pose: the clip's mean, dataset pose std) → batches of the per-rank
-batch size (partial=False) → exactly `batches_per_worker` batches, identical on every rank, so no rank
-waits for another.
+normalisation (exp: global stats; pose: the clip's mean, dataset pose std; several windows per clip
+are mixed in a buffer of 32 windows) → batches of the per-rank batch size (partial=False) → exactly
+`batches_per_worker` batches, identical on every rank, so no rank waits for another.
 
 Ranks never share a shard, so within an epoch no sample key is seen by two ranks. Validation is
 deterministic and not resampled: every rank reads its own shards once, and each clip gives the window
@@ -259,6 +260,14 @@ class TrainWindowStream(_StreamBase):
             partial(decoded_clips, ledger=ledger, maker=self.maker),
             # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
             partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng, ledger=ledger),
+        ]
+        if self.windows_per_clip > 1:
+            # at this point we have the windows mixed in a buffer of 32 windows (at least two clips'),
+            # so that the windows of one clip do not sit side by side in a batch (a batch carries its
+            # newest ledger snapshot)
+            k = max(32, 2 * self.windows_per_clip)
+            pipeline.append(wds.shuffle(k, k, rng=rng))
+        pipeline += [
             # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
             wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
             # at this point we have this worker's batches of the epoch not yet consumed: exactly

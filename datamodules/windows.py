@@ -98,7 +98,7 @@ class WindowBatch(TypedDict):
     # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
     audio: Tensor
     # training only: the making worker's ledger (datamodules.health.SampleLedger.snapshot) when the
-    # batch's last window was cut; a plain dict, taken out in the main process before device transfer
+    # batch's newest window was cut; a plain dict, taken out in the main process before device transfer
     data_stats: NotRequired[dict[str, Any]]
     # validation only (windows start at frame 0), raw for generation-based metrics:
     wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
@@ -120,6 +120,6 @@ def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
     for k in ("wav", "gt_motion", "ref_raw"):
         if k in items[0]:
             batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
-    if "data_stats" in items[0]:
-        batch["data_stats"] = items[-1]["data_stats"]
+    if "data_stats" in items[0]:  # the newest snapshot (counts only grow; windows may come shuffled)
+        batch["data_stats"] = max((it["data_stats"] for it in items), key=lambda s: s["seen"])
     return batch
