@@ -20,6 +20,7 @@ from other processes hits all rows alike. Figures go to benchmarks/RESULTS.md wi
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import random
@@ -146,21 +147,27 @@ def reference_window(maker, s: dict, start: int) -> dict:
 
 
 def reference_stream(stream):
-    """The same TrainWindowStream with the stages before the lean reader swapped back in."""
+    """A copy of a TrainWindowStream running the stages before the lean reader: webdataset's tarfile
+    reader, `reference_decode` and `reference_window` (nothing global is patched)."""
     import datamodules.motion_wds as mw
 
-    class Reference(type(stream)):
-        def pipeline(self, worker: int, num_workers: int) -> list:
-            stages = super().pipeline(worker, num_workers)
-            stages[2] = wds.tarfile_to_samples(handler=stages[2].keywords["handler"])
-            return stages
+    ref = copy.copy(stream)
+    ref.maker = copy.copy(stream.maker)
+    ref.maker.window = partial(reference_window, ref.maker)
+    current = stream.pipeline
 
-        def __iter__(self):
-            mw.decode_sample, self.maker.window = reference_decode, partial(reference_window, self.maker)
-            return super().__iter__()
+    def pipeline(worker: int, num_workers: int) -> list:
+        stages = current(worker, num_workers)
+        for i, stage in enumerate(stages):
+            if getattr(stage, "func", None) is mw.tar_samples:
+                stages[i] = wds.tarfile_to_samples(handler=stage.keywords["handler"])
+            elif getattr(stage, "func", None) is mw.decoded_clips:
+                stages[i] = partial(mw.decoded_clips, **{**stage.keywords, "decode": reference_decode})
+            elif getattr(stage, "func", None) is mw.random_windows:
+                stages[i] = partial(mw.random_windows, **{**stage.keywords, "maker": ref.maker})
+        return stages
 
-    ref = Reference.__new__(Reference)
-    ref.__dict__.update(stream.__dict__)
+    ref.pipeline = pipeline
     return ref
 
 

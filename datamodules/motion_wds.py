@@ -24,7 +24,7 @@ import logging
 import math
 import random
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -157,13 +157,14 @@ def arrivals(samples: Iterable[dict], ledger: SampleLedger) -> Iterator[dict]:
         yield raw
 
 
-def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker) -> Iterator[dict]:
+def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker,
+                  decode: Callable[[dict], dict] = decode_sample) -> Iterator[dict]:
     """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted."""
     for raw in samples:
         ledger.sample_read()
         url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
         try:
-            s = decode_sample(raw)
+            s = decode(raw)
         except ContractError as e:
             ledger.record_bad(url, key, str(e).split(": ", 1)[-1])
             continue
