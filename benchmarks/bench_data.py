@@ -8,7 +8,8 @@ with one worker process, so each pays the same start-up and batch transfer:
 - plain limit: shards in random order through Python's `tarfile`, `np.load`, `wave` and `json` on
   the members a window needs, one window per clip cut by slicing; no hash, no checks, no shuffle;
 - pipeline before: the stages as they were before the lean reader (webdataset's tarfile reader, every
-  member read, `np.load`/`wave` decode, windows normalised through torch), kept here as a reference;
+  member read, `np.load`/`wave` decode, windows normalised through torch one by one, then stacked),
+  kept here as a reference;
 - pipeline: `datamodules.motion_wds.TrainWindowStream` as training runs it.
 
 Both pipelines check the sha256 of every member they decode against the sample's recorded hashes and
@@ -146,10 +147,19 @@ def reference_window(maker, s: dict, start: int) -> dict:
     return out
 
 
+def reference_windows(clips, maker, per_clip: int, rng: random.Random, ledger):
+    """random_windows as it was: each window cut on its own, then stacked by collate_windows."""
+    for s in clips:
+        snapshot = ledger.snapshot()
+        for start in maker.random_starts(s["motion"].shape[0], per_clip, rng):
+            yield {**maker.window(s, start), "data_stats": snapshot}
+
+
 def reference_stream(stream):
     """A copy of a TrainWindowStream running the stages before the lean reader: webdataset's tarfile
-    reader, `reference_decode` and `reference_window` (nothing global is patched)."""
+    reader, `reference_decode`, `reference_window` and `collate_windows` (nothing global is patched)."""
     import datamodules.motion_wds as mw
+    from datamodules.windows import collate_windows
 
     ref = copy.copy(stream)
     ref.maker = copy.copy(stream.maker)
@@ -164,7 +174,9 @@ def reference_stream(stream):
             elif getattr(stage, "func", None) is mw.decoded_clips:
                 stages[i] = partial(mw.decoded_clips, **{**stage.keywords, "decode": reference_decode})
             elif getattr(stage, "func", None) is mw.random_windows:
-                stages[i] = partial(mw.random_windows, **{**stage.keywords, "maker": ref.maker})
+                stages[i] = partial(reference_windows, **{**stage.keywords, "maker": ref.maker})
+        # the last two stages: batching (now of cuts, then of finished windows) and the epoch's slice
+        stages[-2] = wds.batched(stream.batch_size, collation_fn=collate_windows, partial=False)
         return stages
 
     ref.pipeline = pipeline

@@ -45,7 +45,7 @@ from datamodules.contract import (
 from datamodules.health import DataHealth, SampleLedger
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
 from datamodules.tar_reader import tar_samples
-from datamodules.windows import WindowBatch, WindowMaker, collate_windows
+from datamodules.windows import WindowBatch, WindowMaker, collate_cuts, collate_windows
 from datamodules.worker_signals import protect_worker_from_job_signals
 from models.motion import MotionStats
 
@@ -158,8 +158,10 @@ def arrivals(samples: Iterable[dict], ledger: SampleLedger) -> Iterator[dict]:
 
 
 def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker,
-                  decode: Callable[[dict], dict] = decode_sample) -> Iterator[dict]:
-    """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted."""
+                  decode: Callable[[dict], dict] | None = None) -> Iterator[dict]:
+    """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted.
+    `decode`: the raw sample's decoder, `decode_sample` unless given."""
+    decode = decode or decode_sample
     for raw in samples:
         ledger.sample_read()
         url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
@@ -182,13 +184,12 @@ def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMa
 
 def random_windows(clips: Iterable[dict], maker: WindowMaker, per_clip: int, rng: random.Random,
                    ledger: SampleLedger) -> Iterator[dict[str, Any]]:
-    """`per_clip` windows at random starts of each clip, each carrying its worker's ledger at that point."""
+    """`per_clip` random starts of each clip as cuts {clip, start, data_stats}: the windows themselves are
+    cut by `collate_cuts` into the batch; each carries its worker's ledger as the clip was decoded."""
     for s in clips:
         snapshot = ledger.snapshot()
         for start in maker.random_starts(s["motion"].shape[0], per_clip, rng):
-            w = maker.window(s, start)
-            w["data_stats"] = snapshot
-            yield w
+            yield {"clip": s, "start": start, "data_stats": snapshot}
 
 
 def first_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[str, Any]]:
@@ -259,18 +260,19 @@ class TrainWindowStream(_StreamBase):
         pipeline += [
             # at this point we have decoded clips that meet the contract (others skipped and counted)
             partial(decoded_clips, ledger=ledger, maker=self.maker),
-            # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
+            # at this point we have `windows_per_clip` cuts (clip, random start) of Tp + T frames per clip
             partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng, ledger=ledger),
         ]
         if self.windows_per_clip > 1:
-            # at this point we have the windows mixed in a buffer of 32 windows (at least two clips'),
-            # so that the windows of one clip do not sit side by side in a batch (a batch carries its
+            # at this point we have the cuts mixed in a buffer of 32 (at least two clips' worth), so
+            # that the windows of one clip do not sit side by side in a batch (a batch carries its
             # newest ledger snapshot)
             k = max(32, 2 * self.windows_per_clip)
             pipeline.append(wds.shuffle(k, k, rng=rng))
         pipeline += [
-            # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
-            wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
+            # at this point we have WindowBatch-es of the per-rank batch size (each window normalised
+            # straight into its batch row), data_stats attached
+            wds.batched(self.batch_size, collation_fn=partial(collate_cuts, maker=self.maker), partial=False),
             # at this point we have this worker's batches of the epoch not yet consumed: exactly
             # batches_per_worker per epoch, minus those a stopped run already trained on
             wds.slice(worker_skip(self.skip, worker, num_workers), self.batches_per_worker),

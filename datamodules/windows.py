@@ -31,14 +31,18 @@ class WindowMaker:
         self.exp_scale = (stats.exp_std + NORM_EPS).numpy()  # the divisors of normalize_motion
         self.pose_scale = (stats.pose_std + NORM_EPS).numpy()
 
-    def window(self, s: dict[str, Any], start: int) -> dict[str, Any]:
-        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded."""
+    def window(self, s: dict[str, Any], start: int, motion: np.ndarray | None = None,
+               audio: np.ndarray | None = None) -> dict[str, Any]:
+        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded.
+        `motion` and `audio`, when given, are the arrays (a batch's rows) the window is written into."""
         t, tp, n = self.t_window, self.tp, s["motion"].shape[0]
         lo = start - tp
         pad = max(0, -lo)
         idx = slice(max(lo, 0), start + t)
         pose_mean = np.asarray(s["meta"]["pose_mean"], dtype=np.float32)
-        motion = np.zeros((tp + t, MOTION_DIM), np.float32)  # (Tp+T, 70), rows before the clip stay 0
+        if motion is None:
+            motion = np.empty((tp + t, MOTION_DIM), np.float32)
+        motion[:pad] = 0  # (Tp+T, 70): rows before the clip start are zero
         self.normalize(s["motion"][idx], pose_mean, out=motion[pad:])
         # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
         # the reference pose is the pose mean: the identity feature carries its expression only.
@@ -58,12 +62,18 @@ class WindowMaker:
         }
         if self.audio_source == "precomputed":
             feats = s["audio_feats"]  # (T, L, C) float16
-            out["audio"] = np.zeros((tp + t, *feats.shape[1:]), np.float32)  # (Tp+T, L, C)
-            out["audio"][pad:] = feats[idx]
+            if audio is None:
+                audio = np.empty((tp + t, *feats.shape[1:]), np.float32)  # (Tp+T, L, C)
+            audio[:pad] = 0
+            audio[pad:] = feats[idx]
         else:
             wav = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME]  # int16
-            out["audio"] = np.zeros((tp + t) * SAMPLES_PER_FRAME, np.float32)  # ((Tp+T)·640,)
-            np.divide(wav, np.float32(32768.0), out=out["audio"][pad * SAMPLES_PER_FRAME :])
+            if audio is None:
+                audio = np.empty((tp + t) * SAMPLES_PER_FRAME, np.float32)  # ((Tp+T)·640,)
+            audio[: pad * SAMPLES_PER_FRAME] = 0
+            # × 2^-15 is exact for int16 samples: the same values as / 32768, at a multiply's cost
+            np.multiply(wav, np.float32(1 / 32768), out=audio[pad * SAMPLES_PER_FRAME :])
+        out["audio"] = audio
         return out
 
     def normalize(self, motion: np.ndarray, pose_mean: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -106,9 +116,11 @@ class WindowBatch(TypedDict):
     ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
 
 
-def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
-    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
-    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
+def collate_windows(items: list[dict[str, Any]], stacked: dict[str, np.ndarray] | None = None) -> WindowBatch:
+    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`;
+    `stacked`: fields already written as one batch array (`collate_cuts`)."""
+    stacked = stacked or {}
+    stack = {k: torch.from_numpy(stacked[k] if k in stacked else np.stack([it[k] for it in items]))
              for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
     batch = WindowBatch(
         **stack,
@@ -123,3 +135,19 @@ def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
     if "data_stats" in items[0]:  # the newest snapshot (counts only grow; windows may come shuffled)
         batch["data_stats"] = max((it["data_stats"] for it in items), key=lambda s: s["seen"])
     return batch
+
+
+def collate_cuts(cuts: list[dict[str, Any]], maker: WindowMaker) -> WindowBatch:
+    """Cuts {clip, start, data_stats} (training) → a `WindowBatch`, each window normalised straight into
+    its row of the batch's motion and audio arrays (no per-window arrays to allocate and stack)."""
+    n, rows, clip = len(cuts), maker.tp + maker.t_window, cuts[0]["clip"]
+    motion = np.empty((n, rows, MOTION_DIM), np.float32)  # (B, Tp+T, 70)
+    if maker.audio_source == "precomputed":
+        audio = np.empty((n, rows, *clip["audio_feats"].shape[1:]), np.float32)  # (B, Tp+T, L, C)
+    else:
+        audio = np.empty((n, rows * SAMPLES_PER_FRAME), np.float32)  # (B, (Tp+T)·640)
+    items = []
+    for i, cut in enumerate(cuts):
+        items.append(maker.window(cut["clip"], cut["start"], motion=motion[i], audio=audio[i]))
+        items[-1]["data_stats"] = cut["data_stats"]
+    return collate_windows(items, stacked={"motion": motion, "audio": audio})
