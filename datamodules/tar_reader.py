@@ -128,10 +128,11 @@ class _Members:
 
 
 def _split(name: str) -> tuple[str, str] | None:
-    """webdataset's key rule: (path up to the basename's first dot, the rest lower-cased); None without a dot."""
+    """webdataset's key rule: (path up to the basename's first dot, the rest lower-cased); None when the
+    basename has no dot or starts with one."""
     slash = name.rfind("/") + 1
     dot = name.find(".", slash)
-    if dot < 0:
+    if dot <= slash:
         return None
     return name[:dot], name[dot + 1 :].lower()
 
