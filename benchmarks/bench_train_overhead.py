@@ -1,17 +1,20 @@
-"""Stage-one step time through Lightning vs a raw PyTorch loop, same model, same batch, one run.
+"""Stage-one step time through Lightning vs a raw PyTorch loop, same model, same batch, interleaved.
 
-    python benchmarks/bench_train_overhead.py [--presets tiny S] [--steps 30] [--batch 16]
+    python benchmarks/bench_train_overhead.py [--presets tiny S] [--steps 30] [--batch 16] [--reps 5]
 
 Both loops do the same work per step: the module's training_step (audio features, ε-loss),
 backward, gradient clipping at 1.0, AdamW step, zero_grad. The batch is fixed and reused, so data
 loading is excluded; Lightning runs with its logger, checkpointing and progress bar off, as the
-raw loop has none. On a GPU (when present) the B preset also runs in bf16 with samples/s and MFU.
-Prints a table of per-step times and the overhead ratio.
+raw loop has none. The two run alternately (raw, Lightning, raw, Lightning, … `--reps` times each,
+which one goes first alternating), each rep reporting its median step after warm-up; the table shows
+the median over reps of each, their range and the ratio, so load from other processes hits both
+alike. On a GPU (when present) the B preset also runs in bf16 with samples/s and MFU.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import lightning.pytorch as pl
@@ -102,19 +105,29 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5, help="runs of each loop, interleaved")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     batch = make_batch(args.batch)
     warmup = max(3, args.steps // 5)
+    loops = {"raw": raw_loop, "lightning": lightning_loop}
     rows = []
     for preset in args.presets:
-        raw = raw_loop(preset, batch, args.steps, warmup, device)
-        lit = lightning_loop(preset, batch, args.steps, warmup, device)
-        rows.append((preset, device, args.batch, raw, lit))
-    print(f"{'preset':6s} {'device':6s} {'batch':>5s} {'raw ms/step':>12s} {'lightning ms/step':>18s} {'overhead':>9s}")
-    for preset, dev, b, raw, lit in rows:
-        print(f"{preset:6s} {dev:6s} {b:5d} {raw * 1e3:12.1f} {lit * 1e3:18.1f} {100 * (lit / raw - 1):8.1f}%")
+        times: dict[str, list[float]] = {name: [] for name in loops}
+        for rep in range(args.reps):
+            for name in (("raw", "lightning") if rep % 2 == 0 else ("lightning", "raw")):
+                times[name].append(loops[name](preset, batch, args.steps, warmup, device))
+        rows.append((preset, times))
+    print(f"{args.reps} interleaved reps of {args.steps} steps each ({warmup} warm-up), {args.threads} threads; "
+          "medians over reps of each rep's median step")
+    print(f"{'preset':6s} {'device':6s} {'batch':>5s} {'raw ms/step':>12s} {'(min–max)':>15s} "
+          f"{'lightning ms/step':>18s} {'(min–max)':>15s} {'lightning/raw':>14s}")
+    for preset, times in rows:
+        raw, lit = (statistics.median(times[k]) for k in ("raw", "lightning"))
+        spread = {k: f"{min(v) * 1e3:.1f}–{max(v) * 1e3:.1f}" for k, v in times.items()}
+        print(f"{preset:6s} {device:6s} {args.batch:5d} {raw * 1e3:12.1f} {spread['raw']:>15s} "
+              f"{lit * 1e3:18.1f} {spread['lightning']:>15s} {lit / raw:14.3f}")
     if device == "cuda":
         m = module_for("B", device)
         flops = 3 * m.model.flops_per_sample()

@@ -26,6 +26,7 @@ import io
 import json
 import math
 import re
+import struct
 import wave
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,21 @@ def encode_npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+# The header numpy's `np.save` writes for a plain little-endian array (format 1.0); anything else
+# (another version, dtype or Fortran order) goes through np.load.
+_NPY_HEADER = re.compile(rb"\{'descr': '(<f4|<f2|<i2|\|u1)', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \} *\n")
+
+
 def decode_npy(b: bytes) -> np.ndarray:
+    """npy bytes → a (writable) array; never unpickles (object arrays are refused)."""
+    if b[:8] == b"\x93NUMPY\x01\x00" and len(b) >= 10:
+        end = 10 + int.from_bytes(b[8:10], "little")
+        m = _NPY_HEADER.fullmatch(b, 10, end)
+        if m is not None:
+            shape = tuple(int(d) for d in m.group(2).split(b",") if d.strip())
+            dtype = np.dtype(m.group(1).decode())
+            if len(b) - end == math.prod(shape) * dtype.itemsize:
+                return np.frombuffer(b, dtype, offset=end).reshape(shape).copy()
     return np.load(io.BytesIO(b), allow_pickle=False)
 
 
@@ -157,8 +172,17 @@ def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     return buf.getvalue()
 
 
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")  # RIFF, fmt chunk of 16 bytes, data chunk header
+
+
 def decode_wav(b: bytes) -> tuple[np.ndarray, int, int]:
     """WAV bytes → (int16 samples of channel 0 interleaved as stored, sample_rate, channels)."""
+    if len(b) >= _WAV_HEADER.size:  # the canonical 44-byte header `encode_wav` writes; others via `wave`
+        riff, _, wave_id, fmt, fmt_size, tag, channels, rate, _, align, bits, data_id, n = _WAV_HEADER.unpack_from(b)
+        if (riff, wave_id, fmt, fmt_size, tag, bits, data_id) == (b"RIFF", b"WAVE", b"fmt ", 16, 1, 16, b"data") \
+                and channels >= 1 and align == 2 * channels and n % align == 0 and len(b) >= _WAV_HEADER.size + n:
+            start = _WAV_HEADER.size
+            return np.frombuffer(b, "<i2", n // 2, start).astype(np.int16), rate, channels
     with wave.open(io.BytesIO(b), "rb") as w:
         if w.getsampwidth() != 2:
             raise ValueError(f"wav is {8 * w.getsampwidth()}-bit, the contract requires 16-bit PCM")
@@ -191,7 +215,8 @@ def verify_digests(raw: dict[str, Any], members: tuple[str, ...] | None = None) 
     digests = json.loads(raw["sha256"])
     names = digests.keys() if members is None else [m for m in members if m in digests]
     bad = [m for m in names if m not in raw or hashlib.sha256(raw[m]).hexdigest() != digests[m]]
-    unrecorded = [m for m in raw if not m.startswith("__") and m != "sha256" and m not in digests]
+    present = [*raw, *raw.get("__skipped__", ())]  # members a reader skipped are still part of the sample
+    unrecorded = [m for m in present if not m.startswith("__") and m != "sha256" and m not in digests]
     return bad + unrecorded
 
 

@@ -1,13 +1,14 @@
 """WebDataset pipeline of training windows over contract shards, as a LightningDataModule.
 
 Training: each DataLoader worker of each rank runs the stage list of `TrainWindowStream.pipeline`:
-this rank's shards (urls[rank::world]), this worker's part of them, resampled forever with an RNG seeded
-by (seed, epoch, rank, worker) → tar members grouped into samples → a shuffle buffer of the still
+this rank's shards (urls[rank::world]), this worker's part of them, resampled forever with an RNG
+seeded by (seed, epoch, rank, worker) → tar members grouped into samples (`datamodules/tar_reader.py`:
+only the members a window needs; the video is skipped unread) → a shuffle buffer of the still
 compressed samples → decode + validate (a bad sample is skipped, counted, logged with shard and key)
 → `windows_per_clip` random windows of Tp + T frames per clip, with the aligned audio and adaptive
-normalisation (exp: global stats; pose: the clip's mean, dataset pose std) → batches of the per-rank
-batch size (partial=False) → exactly `batches_per_worker` batches, identical on every rank, so no rank
-waits for another.
+normalisation (exp: global stats; pose: the clip's mean, dataset pose std; several windows per clip
+are mixed in a buffer of 32 windows) → batches of the per-rank batch size (partial=False) → exactly
+`batches_per_worker` batches, identical on every rank, so no rank waits for another.
 
 Ranks never share a shard, so within an epoch no sample key is seen by two ranks. Validation is
 deterministic and not resampled: every rank reads its own shards once, and each clip gives the window
@@ -23,7 +24,7 @@ import logging
 import math
 import random
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from configs.loader import ConfigError, ConfigPathError
 from datamodules.contract import (
+    DECODED_MEMBERS,
     SAMPLES_PER_FRAME,
     ContractError,
     decode_sample,
@@ -42,11 +44,16 @@ from datamodules.contract import (
 )
 from datamodules.health import DataHealth, SampleLedger
 from datamodules.shards import MANIFEST, STATS, StatsAccumulator
-from datamodules.windows import WindowBatch, WindowMaker, collate_windows
+from datamodules.tar_reader import tar_samples
+from datamodules.windows import WindowBatch, WindowMaker, collate_cuts, collate_windows
 from datamodules.worker_signals import protect_worker_from_job_signals
 from models.motion import MotionStats
 
 log = logging.getLogger(__name__)
+
+# The members a training or validation window is made of (and whose sha256 is checked); others,
+# such as the video, are skipped unread.
+WINDOW_MEMBERS = (*DECODED_MEMBERS, "sha256")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -150,13 +157,16 @@ def arrivals(samples: Iterable[dict], ledger: SampleLedger) -> Iterator[dict]:
         yield raw
 
 
-def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker) -> Iterator[dict]:
-    """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted."""
+def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMaker,
+                  decode: Callable[[dict], dict] | None = None) -> Iterator[dict]:
+    """Raw samples → decoded clips that meet the contract and give a window; others skipped and counted.
+    `decode`: the raw sample's decoder, `decode_sample` unless given."""
+    decode = decode or decode_sample
     for raw in samples:
         ledger.sample_read()
         url, key = raw.get("__url__", "?"), raw.get("__key__", "?")
         try:
-            s = decode_sample(raw)
+            s = decode(raw)
         except ContractError as e:
             ledger.record_bad(url, key, str(e).split(": ", 1)[-1])
             continue
@@ -174,13 +184,12 @@ def decoded_clips(samples: Iterable[dict], ledger: SampleLedger, maker: WindowMa
 
 def random_windows(clips: Iterable[dict], maker: WindowMaker, per_clip: int, rng: random.Random,
                    ledger: SampleLedger) -> Iterator[dict[str, Any]]:
-    """`per_clip` windows at random starts of each clip, each carrying its worker's ledger at that point."""
+    """`per_clip` random starts of each clip as cuts {clip, start, data_stats}: the windows themselves are
+    cut by `collate_cuts` into the batch; each carries its worker's ledger as the clip was decoded."""
     for s in clips:
         snapshot = ledger.snapshot()
         for start in maker.random_starts(s["motion"].shape[0], per_clip, rng):
-            w = maker.window(s, start)
-            w["data_stats"] = snapshot
-            yield w
+            yield {"clip": s, "start": start, "data_stats": snapshot}
 
 
 def first_windows(clips: Iterable[dict], maker: WindowMaker) -> Iterator[dict[str, Any]]:
@@ -239,9 +248,10 @@ class TrainWindowStream(_StreamBase):
             # at this point we have an endless stream of those shards, drawn with replacement; a
             # worker whose shards give no sample at all stops with an error instead of spinning
             partial(resampled_shards, rng=random.Random(f"{seed}/shards"), ledger=ledger),
-            # at this point we have raw samples {__key__, __url__, member: bytes}; an unreadable tar
-            # is counted once, against the shard being read, and skipped
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            # at this point we have raw samples {__key__, __url__, member: bytes} of the members a
+            # window needs (the video is skipped unread); an unreadable tar is counted once, against
+            # the shard being read, and skipped
+            partial(tar_samples, handler=ledger.tar_error, members=WINDOW_MEMBERS),
             partial(arrivals, ledger=ledger),
         ]
         if self.shuffle_buffer > 1:
@@ -250,10 +260,19 @@ class TrainWindowStream(_StreamBase):
         pipeline += [
             # at this point we have decoded clips that meet the contract (others skipped and counted)
             partial(decoded_clips, ledger=ledger, maker=self.maker),
-            # at this point we have normalised windows of Tp + T frames, `windows_per_clip` per clip
+            # at this point we have `windows_per_clip` cuts (clip, random start) of Tp + T frames per clip
             partial(random_windows, maker=self.maker, per_clip=self.windows_per_clip, rng=rng, ledger=ledger),
-            # at this point we have WindowBatch-es of the per-rank batch size, data_stats attached
-            wds.batched(self.batch_size, collation_fn=collate_windows, partial=False),
+        ]
+        if self.windows_per_clip > 1:
+            # at this point we have the cuts mixed in a buffer of 32 (at least two clips' worth), so
+            # that the windows of one clip do not sit side by side in a batch (a batch carries its
+            # newest ledger snapshot)
+            k = max(32, 2 * self.windows_per_clip)
+            pipeline.append(wds.shuffle(k, k, rng=rng))
+        pipeline += [
+            # at this point we have WindowBatch-es of the per-rank batch size (each window normalised
+            # straight into its batch row), data_stats attached
+            wds.batched(self.batch_size, collation_fn=partial(collate_cuts, maker=self.maker), partial=False),
             # at this point we have this worker's batches of the epoch not yet consumed: exactly
             # batches_per_worker per epoch, minus those a stopped run already trained on
             wds.slice(worker_skip(self.skip, worker, num_workers), self.batches_per_worker),
@@ -282,8 +301,8 @@ class ValWindowStream(_StreamBase):
             # at this point we have this rank's shards {"url"}, in order, each read once
             wds.SimpleShardList(urls),
             partial(shards_once, ledger=ledger),
-            # at this point we have raw samples {__key__, __url__, member: bytes}
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            # at this point we have raw samples {__key__, __url__, member: bytes} (the video skipped)
+            partial(tar_samples, handler=ledger.tar_error, members=WINDOW_MEMBERS),
             # at this point we have decoded clips that meet the contract (others skipped and counted)
             partial(decoded_clips, ledger=ledger, maker=self.maker),
             # at this point we have the first max_clips of those clips

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from datamodules.contract import ContractError, decode_sample, sample_problems
 from datamodules.health import SampleLedger
 from datamodules.motion_wds import MotionDataModule, arrivals, resampled_shards, shards_once, worker_skip
+from datamodules.tar_reader import tar_samples
 from datamodules.video import decode_frames
 from models.liveportrait.face_model import INPUT_SIZE
 
@@ -137,7 +138,7 @@ class TrainPairStream(IterableDataset):
             # an endless stream of those shards, drawn with replacement (shards that yield nothing: an error)
             partial(resampled_shards, rng=random.Random(f"{seed}/shards"), ledger=ledger),
             # raw samples {__key__, __url__, member: bytes}; an unreadable tar counts once, against its shard
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            partial(tar_samples, handler=ledger.tar_error),
             partial(arrivals, ledger=ledger),
         ]
         if self.shuffle_buffer > 1:
@@ -184,7 +185,7 @@ class ValPairStream(IterableDataset):
         return iter(wds.DataPipeline(
             wds.SimpleShardList(urls),
             partial(shards_once, ledger=ledger),
-            wds.tarfile_to_samples(handler=ledger.tar_error),
+            partial(tar_samples, handler=ledger.tar_error),
             partial(video_clips, counter=ledger),
             wds.slice(self.max_clips),
             partial(clip_pairs, choose=partial(_choose_fixed, k=self.pairs_per_clip), counter=ledger),

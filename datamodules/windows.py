@@ -16,7 +16,10 @@ from torch import Tensor
 
 from datamodules.contract import SAMPLES_PER_FRAME
 from models.emotion import EMOTIONS, NULL_EMOTION
-from models.motion import POSE, MotionStats, normalize_motion
+from models.motion import EXP, MOTION_DIM, POSE, MotionStats
+
+
+NORM_EPS = 1e-6  # the eps of models.motion.normalize_motion
 
 
 class WindowMaker:
@@ -25,30 +28,32 @@ class WindowMaker:
     def __init__(self, stats: MotionStats, t_window: int, tp: int, audio_source: str) -> None:
         self.stats, self.t_window, self.tp, self.audio_source = stats, t_window, tp, audio_source
         self.exp_mean = stats.exp_mean.numpy()
-        self.exp_std = stats.exp_std.numpy()
-        self.pose_std = stats.pose_std.numpy()
+        self.exp_scale = (stats.exp_std + NORM_EPS).numpy()  # the divisors of normalize_motion
+        self.pose_scale = (stats.pose_std + NORM_EPS).numpy()
 
-    def window(self, s: dict[str, Any], start: int) -> dict[str, Any]:
-        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded."""
+    def window(self, s: dict[str, Any], start: int, motion: np.ndarray | None = None,
+               audio: np.ndarray | None = None) -> dict[str, Any]:
+        """The window whose first generated frame is `start`; context [start-Tp, start) zero-padded.
+        `motion` and `audio`, when given, are the arrays (a batch's rows) the window is written into."""
         t, tp, n = self.t_window, self.tp, s["motion"].shape[0]
         lo = start - tp
         pad = max(0, -lo)
         idx = slice(max(lo, 0), start + t)
         pose_mean = np.asarray(s["meta"]["pose_mean"], dtype=np.float32)
-        motion = normalize_motion(
-            torch.from_numpy(s["motion"][idx]), self.stats, torch.from_numpy(pose_mean)
-        ).numpy()  # (≤Tp+T, 70)
-        motion = np.pad(motion, ((pad, 0), (0, 0)))  # (Tp+T, 70)
+        if motion is None:
+            motion = np.empty((tp + t, MOTION_DIM), np.float32)
+        motion[:pad] = 0  # (Tp+T, 70): rows before the clip start are zero
+        self.normalize(s["motion"][idx], pose_mean, out=motion[pad:])
         # The reference frame's pose is normalised by itself (→ 0), exactly as at inference, where
         # the reference pose is the pose mean: the identity feature carries its expression only.
-        first = torch.from_numpy(s["motion"][0])
-        ref = normalize_motion(first, self.stats, first[POSE]).numpy()
+        first = s["motion"][0]
+        ref = self.normalize(first, first[POSE])  # (70,)
         emotion = s["meta"]["emotion"]
         out = {
-            "motion": motion.astype(np.float32),
+            "motion": motion,
             "has_context": start >= tp,
             "kp": s["kp"],
-            "ref_motion": ref.astype(np.float32),  # (70,) normalised reference (first) frame
+            "ref_motion": ref,  # (70,) normalised reference (first) frame
             "pose_mean": pose_mean,
             "emotion": EMOTIONS.index(emotion) if emotion is not None else NULL_EMOTION,
             "key": s["__key__"],
@@ -56,11 +61,28 @@ class WindowMaker:
             "num_frames": n,
         }
         if self.audio_source == "precomputed":
-            feats = s["audio_feats"][idx].astype(np.float32)  # (≤Tp+T, L, C)
-            out["audio"] = np.pad(feats, ((pad, 0), (0, 0), (0, 0)))
+            feats = s["audio_feats"]  # (T, L, C) float16
+            if audio is None:
+                audio = np.empty((tp + t, *feats.shape[1:]), np.float32)  # (Tp+T, L, C)
+            audio[:pad] = 0
+            audio[pad:] = feats[idx]
         else:
-            a = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME].astype(np.float32) / 32768.0
-            out["audio"] = np.pad(a, (pad * SAMPLES_PER_FRAME, 0))  # ((Tp+T)·640,)
+            wav = s["wav"][max(lo, 0) * SAMPLES_PER_FRAME : (start + t) * SAMPLES_PER_FRAME]  # int16
+            if audio is None:
+                audio = np.empty((tp + t) * SAMPLES_PER_FRAME, np.float32)  # ((Tp+T)·640,)
+            audio[: pad * SAMPLES_PER_FRAME] = 0
+            # × 2^-15 is exact for int16 samples: the same values as / 32768, at a multiply's cost
+            np.multiply(wav, np.float32(1 / 32768), out=audio[pad * SAMPLES_PER_FRAME :])
+        out["audio"] = audio
+        return out
+
+    def normalize(self, motion: np.ndarray, pose_mean: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """`models.motion.normalize_motion` in NumPy (the same float32 operations, so the same bits) for
+        raw motion (…, 70), without a tensor round trip per window."""
+        if out is None:
+            out = np.empty(motion.shape, np.float32)
+        np.divide(motion[..., EXP] - self.exp_mean, self.exp_scale, out=out[..., EXP])
+        np.divide(motion[..., POSE] - pose_mean, self.pose_scale, out=out[..., POSE])
         return out
 
     def random_starts(self, n_frames: int, k: int, rng: random.Random) -> list[int]:
@@ -86,7 +108,7 @@ class WindowBatch(TypedDict):
     # wav audio: (B, S·640) float32 in [-1, 1]; precomputed: (B, S, L, C) float32 encoder features
     audio: Tensor
     # training only: the making worker's ledger (datamodules.health.SampleLedger.snapshot) when the
-    # batch's last window was cut; a plain dict, taken out in the main process before device transfer
+    # batch's newest window was cut; a plain dict, taken out in the main process before device transfer
     data_stats: NotRequired[dict[str, Any]]
     # validation only (windows start at frame 0), raw for generation-based metrics:
     wav: NotRequired[Tensor]  # (B, T·640) int16: the clip's audio of frames [0, T)
@@ -94,9 +116,11 @@ class WindowBatch(TypedDict):
     ref_raw: NotRequired[Tensor]  # (B, 70) float32: the clip's raw first frame (the reference frame)
 
 
-def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
-    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`."""
-    stack = {k: torch.from_numpy(np.stack([it[k] for it in items]))
+def collate_windows(items: list[dict[str, Any]], stacked: dict[str, np.ndarray] | None = None) -> WindowBatch:
+    """Windows of `WindowMaker.window` (with their validation or training extras) → a `WindowBatch`;
+    `stacked`: fields already written as one batch array (`collate_cuts`)."""
+    stacked = stacked or {}
+    stack = {k: torch.from_numpy(stacked[k] if k in stacked else np.stack([it[k] for it in items]))
              for k in ("motion", "kp", "ref_motion", "pose_mean", "audio")}
     batch = WindowBatch(
         **stack,
@@ -108,6 +132,22 @@ def collate_windows(items: list[dict[str, Any]]) -> WindowBatch:
     for k in ("wav", "gt_motion", "ref_raw"):
         if k in items[0]:
             batch[k] = torch.from_numpy(np.stack([it[k] for it in items]))
-    if "data_stats" in items[0]:
-        batch["data_stats"] = items[-1]["data_stats"]
+    if "data_stats" in items[0]:  # the newest snapshot (counts only grow; windows may come shuffled)
+        batch["data_stats"] = max((it["data_stats"] for it in items), key=lambda s: s["seen"])
     return batch
+
+
+def collate_cuts(cuts: list[dict[str, Any]], maker: WindowMaker) -> WindowBatch:
+    """Cuts {clip, start, data_stats} (training) → a `WindowBatch`, each window normalised straight into
+    its row of the batch's motion and audio arrays (no per-window arrays to allocate and stack)."""
+    n, rows, clip = len(cuts), maker.tp + maker.t_window, cuts[0]["clip"]
+    motion = np.empty((n, rows, MOTION_DIM), np.float32)  # (B, Tp+T, 70)
+    if maker.audio_source == "precomputed":
+        audio = np.empty((n, rows, *clip["audio_feats"].shape[1:]), np.float32)  # (B, Tp+T, L, C)
+    else:
+        audio = np.empty((n, rows * SAMPLES_PER_FRAME), np.float32)  # (B, (Tp+T)·640)
+    items = []
+    for i, cut in enumerate(cuts):
+        items.append(maker.window(cut["clip"], cut["start"], motion=motion[i], audio=audio[i]))
+        items[-1]["data_stats"] = cut["data_stats"]
+    return collate_windows(items, stacked={"motion": motion, "audio": audio})
