@@ -74,7 +74,7 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
         return True
 
     if "motion" in want:
-        out["motion"], out["motion_gt"] = MotionMetrics(), MotionMetrics()
+        out["motion"], out["motion_gt"] = MotionMetrics(lips=cfg.lips), MotionMetrics(lips=cfg.lips)
     if not cfg.face_model_dir:  # every other metric compares rendered frames
         for name in sorted(want - {"motion"}):
             skipped[name] = "needs rendered frames: no face model configured (face_model_dir / --face-model)"
@@ -222,12 +222,12 @@ class Evaluator:
         if "motion" in m:
             m["motion"].update(gen_motion[None], kp[None], wav[None], gt_motion[None])
             m["motion_gt"].update(gt_motion[None], kp[None], wav[None])
-        row["mouth_audio_r"], row["mouth_audio_lag"] = mouth_audio_correlation(gen_motion, kp, wav)
-        row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav)[0]
+        row["mouth_audio_r"], row["mouth_audio_lag"] = mouth_audio_correlation(gen_motion, kp, wav, lips=cfg.lips)
+        row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav, lips=cfg.lips)[0]
         row["exp_acceleration"] = motion_jitter(gen_motion)["exp_acceleration"]
         row["pose_angle_l1_deg"] = pose_distance(gen_motion, gt_motion)["pose_angle_l1_deg"]
-        sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav}
-                  if keep else None)
+        sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav,
+                   "lips": cfg.lips} if keep else None)
         if self.face_model is None or clip.mp4 is None:
             return row, sample
 

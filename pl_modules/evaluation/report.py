@@ -75,14 +75,15 @@ class CheckpointResult:
 
 
 def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size: int = 256,
-                    indices: Sequence[int] | None = None) -> np.ndarray:
+                    indices: Sequence[int] | None = None, lips: Sequence[int] | None = None) -> np.ndarray:
     """Raw motion (T, 70) generated and ground truth + x_c (21, 3) → uint8 (N, size, 2·size, 3):
     the 21 driving keypoints (x, y) drawn side by side, generated left (blue), ground truth right (green),
-    lips red, both in the same frame fitted to the ground truth."""
+    lips (the configured lip_keypoints) red, both in the same frame fitted to the ground truth."""
     from PIL import Image, ImageDraw
 
     from models.motion import LOWER_LIP_KP, UPPER_LIP_KP, transform_keypoints
 
+    lips = (UPPER_LIP_KP, LOWER_LIP_KP) if lips is None else tuple(lips)
     idx = list(range(gen.shape[0])) if indices is None else list(indices)
     pts = [transform_keypoints(kp.float(), m[idx].float())[..., :2].numpy() for m in (gen, gt)]  # 2 × (N, 21, 2)
     ref = pts[1].reshape(-1, 2)  # framed on the ground truth: generated points far off it leave the panel
@@ -97,7 +98,7 @@ def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size:
             d = ImageDraw.Draw(img)
             xy = (p[i] - centre) * scale + size / 2  # y grows downwards, as in the image (lower lip below upper)
             for k, (x, y) in enumerate(xy):
-                r = 4 if k in (UPPER_LIP_KP, LOWER_LIP_KP) else 2.5
+                r = 4 if k in lips else 2.5
                 d.ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 40) if r == 4 else colour)
             d.text((6, 4), f"{name}  t={idx[i]}", fill=(60, 60, 60))
             d.line([(0, 0), (0, size)], fill=(180, 180, 180))
@@ -113,7 +114,8 @@ def frame_strip(sample: dict[str, Any], n: int = 6) -> np.ndarray:
     if "gen_frames" in sample:
         rows = [torch.cat(list(sample[k][idx]), dim=-1).permute(1, 2, 0).numpy() for k in ("gen_frames", "gt_frames")]
         return np.concatenate(rows, axis=0)  # (2H, n·W, 3)
-    panels = keypoint_frames(sample["gen_motion"], sample["gt_motion"], sample["kp"], size=160, indices=idx)
+    panels = keypoint_frames(sample["gen_motion"], sample["gt_motion"], sample["kp"], size=160, indices=idx,
+                             lips=sample.get("lips"))
     gen_row = np.concatenate([p[:, :160] for p in panels], axis=1)
     gt_row = np.concatenate([p[:, 160:] for p in panels], axis=1)
     return np.concatenate([gen_row, gt_row], axis=0)  # (2·160, n·160, 3)
