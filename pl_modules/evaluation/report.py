@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pl_modules.evaluation.evaluator import RANDOM_TITLE, EvalResult
+from pl_modules.evaluation.published import SOURCE, comparison, protocol_rows
 
 # metric → (direction, meaning); the order is the order of the results table
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -290,8 +291,11 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
         blocks.append(("warn", f"RANDOM WEIGHTS: {', '.join(protocol['random_weights'])} used deterministic "
                                "random-weight networks. Their numbers only test the pipeline; "
                                "they are not comparable to anything."))
+    lips = protocol.get("lip_keypoints", {})
     blocks += [
         ("table", ["item", "value"], [
+            ["protocol", f"{protocol.get('name', 'custom')} (--protocol; hdtf = the settings of published HDTF "
+                         "tables, see below)"],
             ["clips", protocol["clips"]],
             ["generated frames (25 fps)", protocol["generated_frames"]],
             ["rendered clips / frames", f"{protocol['rendered_clips']} / {protocol['rendered_frames']}"],
@@ -300,7 +304,11 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
             ["renderer", "not configured (motion-only evaluation)" if not protocol["face_model"].get("configured")
              else f"{protocol['face_model']['dir']} ({protocol['face_model']['output']})"],
             ["eval resolution", f"{s['eval_size']}x{s['eval_size']}"],
+            ["lip keypoints (mouth opening)", f"upper {lips.get('upper')}, lower {lips.get('lower')} "
+                                              "(lip_keypoints; check with `playmate shards lips DIR`)"],
         ]),
+        ("h", 3, "Published HDTF tables vs this run"),
+        ("table", ["item", "published tables", "this run"], protocol_rows(protocol)),
         ("h", 3, "Weights files"),
         ("table", ["metric", "network", "file", "sha256 / note"],
          _weights_rows(protocol) or [["—", "no feature networks", "", ""]]),
@@ -350,6 +358,11 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str],
     columns = [f"{n} (step {r.global_step})" for n, r in zip(names, results)]
     header = ["metric", "dir.", *columns, "meaning"]
     rows = [[k, describe(k)[0]] + [r.result.scalars.get(k) for r in results] + [describe(k)[1]] for k in keys]
+    comp = None if random else comparison(results[-1].result.protocol, results[-1].result.scalars)
+    if comp:  # beside each metric with a published number: that number, our sample count, comparable or not
+        header[-1:-1] = [f"published ({SOURCE})", "samples", "comparable"]
+        extra = {k: [c["published"], c["samples"], c["comparable"]] for k, c in comp.items()}
+        rows = [row[:-1] + extra.get(row[0], ["", "", ""]) + row[-1:] for row in rows]
     blocks += [("h", 2, "Results"), ("p", "dir.: ↑ higher is better, ↓ lower is better, ≈gt close to the ground-truth "
                                           "value, ref = ground-truth reference, n = count."), ("table", header, rows)]
     step_png = metric_vs_step_plot(results)
@@ -394,7 +407,9 @@ def write_report(results: Sequence[CheckpointResult], out_dir: str | Path, data:
         "random_weights": random,
         "data": [str(d) for d in data],
         "skipped_clips": [{"shard": c.shard, "key": c.key, "reason": c.reason} for c in skipped_clips],
+        "protocol": results[-1].result.protocol.get("name", "custom"),
         "checkpoints": [{"checkpoint": r.label, "global_step": r.global_step, "scalars": r.result.scalars,
+                         "comparison": None if random else comparison(r.result.protocol, r.result.scalars),
                          "per_clip": r.result.per_clip, "protocol": r.result.protocol} for r in results],
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=True))
