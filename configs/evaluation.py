@@ -4,9 +4,20 @@ without importing the models. Part of the experiment schema (`ExperimentConfig.e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 METRICS = ("motion", "fid", "fvd", "sync", "csim", "psnr", "ssim", "lpips")
+FVD_SAMPLINGS = ("first", "random", "all_non_overlapping")  # 16-frame clips per video (metrics.fvd.SAMPLINGS)
+NUM_KEYPOINTS = 21  # implicit keypoints of the motion space (models.motion.NUM_KP)
+# Settings of a named protocol (`--protocol`, `EvaluationConfig.for_protocol`). "hdtf": what published
+# talking-head tables on HDTF use: 512x512 renders against 512x512 ground-truth crops, every frame
+# of every clip (FID), every non-overlapping 16-frame clip (FVD), Sync-C/D on S3FD face tracks (auto
+# picks them with real SyncNet and S3FD weights). "custom" leaves every setting to the user.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "custom": {},
+    "hdtf": {"eval_size": 512, "num_clips": 0, "max_frames": 0, "fvd_clip_len": 16,
+             "fvd_clip_sampling": "all_non_overlapping", "sync_crop": "auto"},
+}
 # Sync-C/D crops: whole (the frame is the face crop, LRS protocol) or s3fd_track (syncnet_python's
 # S3FD face-track crop); auto = s3fd_track when syncnet_weights and s3fd_weights are both set
 SYNC_CROPS = ("auto", "whole", "s3fd_track")
@@ -21,7 +32,8 @@ class EvaluationConfig:
     """
 
     every_n_steps: int = field(default=0, metadata={"range": (0, None)})  # training only; 0 = never
-    num_clips: int = field(default=8, metadata={"range": (1, None)})  # the first N clips of the data, all ranks
+    protocol: str = field(default="custom", metadata={"choices": tuple(PROTOCOLS)})  # named in every report
+    num_clips: int = field(default=8, metadata={"range": (0, None)})  # the first N clips of the data; 0 = all
     max_frames: int = field(default=250, metadata={"range": (0, None)})  # per clip (10 s at 25 fps); 0 = whole
     sample_seed: int = 1234  # per-clip noise seed = sample_seed + crc32(clip key): independent of the rank split
     sampling_steps: Optional[int] = None  # DDIM steps; None = the checkpoint's diffusion.sampling_steps
@@ -33,6 +45,7 @@ class EvaluationConfig:
     fid_weights: Optional[str] = None  # FID Inception file (pt_inception-2015-12-05-6726825d.pth)
     fvd_weights: Optional[str] = None  # i3d_pretrained_400.pt (piergiaj / VideoGPT port)
     fvd_clip_len: int = field(default=16, metadata={"range": (9, None)})  # I3D needs ≥ 9 frames
+    fvd_clip_sampling: str = field(default="first", metadata={"choices": FVD_SAMPLINGS})  # clips per video
     syncnet_weights: Optional[str] = None  # syncnet_v2.model (joonson/syncnet_python)
     s3fd_weights: Optional[str] = None  # sfd_face.pth (S3FD, the face detector of syncnet_python's pipeline)
     sync_crop: str = field(default="auto", metadata={"choices": SYNC_CROPS})  # see SYNC_CROPS
@@ -43,14 +56,22 @@ class EvaluationConfig:
     lpips_weights: Optional[str] = None  # alexnet-owt-7be5be79.pth; needs torchvision
     random_weights: bool = False  # unconfigured networks get random weights (numbers NOT comparable)
     num_videos: int = field(default=2, metadata={"range": (0, None)})  # clips kept as samples (videos, strips)
+    # [upper lip, lower lip] keypoint indices of the mouth-opening signal (mouth_audio_r, in validation
+    # too): the synthetic world's; check real LivePortrait motion with `playmate shards lips DIR`
+    lip_keypoints: list[int] = field(default_factory=lambda: [19, 20])
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"metrics {unknown} unknown; choose from {list(METRICS)}")
-        if self.num_clips < 1 or self.eval_size < 32 or self.render_batch_size < 1:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol {self.protocol!r} unknown; choose from {list(PROTOCOLS)}")
+        if self.fvd_clip_sampling not in FVD_SAMPLINGS:
+            raise ValueError(f"fvd_clip_sampling {self.fvd_clip_sampling!r} unknown; choose from {list(FVD_SAMPLINGS)}")
+        check_lip_keypoints(self.lip_keypoints)
+        if self.num_clips < 0 or self.eval_size < 32 or self.render_batch_size < 1:
             raise ValueError(
-                f"need num_clips ≥ 1, eval_size ≥ 32, render_batch_size ≥ 1; got {self.num_clips}, "
+                f"need num_clips ≥ 0 (0 = all), eval_size ≥ 32, render_batch_size ≥ 1; got {self.num_clips}, "
                 f"{self.eval_size}, {self.render_batch_size}"
             )
         if self.face_model_preset not in ("full", "tiny"):
@@ -65,9 +86,33 @@ class EvaluationConfig:
             raise ValueError(f"eval_size {self.eval_size} < 112: S3FD at scale 0.25 needs 28-pixel inputs; raise "
                              "eval_size or set sync_crop=whole")
 
+    @classmethod
+    def for_protocol(cls, name: str, **overrides: Any) -> EvaluationConfig:
+        """The settings of protocol `name` (PROTOCOLS), then `overrides` (the report names what then differs)."""
+        if name not in PROTOCOLS:
+            raise ValueError(f"protocol {name!r} unknown; choose from {list(PROTOCOLS)}")
+        return cls(protocol=name, **{**PROTOCOLS[name], **overrides})
+
+    @property
+    def lips(self) -> tuple[int, int]:
+        """(upper, lower) lip keypoint indices."""
+        return int(self.lip_keypoints[0]), int(self.lip_keypoints[1])
+
     @property
     def sync_crop_mode(self) -> str:
         """The Sync-C/D crop used: 'whole' or 's3fd_track' (auto: s3fd_track with real SyncNet and S3FD weights)."""
         if self.sync_crop == "auto":
             return "s3fd_track" if self.syncnet_weights and self.s3fd_weights else "whole"
         return self.sync_crop
+
+
+def check_lip_keypoints(value: Any) -> tuple[int, int]:
+    """[upper, lower] → (upper, lower); anything else raises a ValueError naming lip_keypoints and the fix."""
+    fix = ("set lip_keypoints to [upper, lower]: two different keypoint indices in "
+           f"0..{NUM_KEYPOINTS - 1} (`playmate shards lips DIR` suggests them from a prepared dataset)")
+    pair = list(value) if isinstance(value, (list, tuple)) else None
+    if pair is None or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair):
+        raise ValueError(f"lip_keypoints {value!r} is not a list of integers; {fix}")
+    if len(pair) != 2 or pair[0] == pair[1] or not all(0 <= v < NUM_KEYPOINTS for v in pair):
+        raise ValueError(f"lip_keypoints {list(value)} is invalid; {fix}")
+    return pair[0], pair[1]

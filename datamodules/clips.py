@@ -57,15 +57,18 @@ class SkippedClip:
 
 
 class ClipList(list):
-    """The loaded clips (a list of EvalClip) and `skipped`: every sample or shard left out, and why."""
+    """The loaded clips (a list of EvalClip), `skipped`: every sample or shard left out, and why, and
+    `complete`: whether they are all valid clips of the data (False: num_clips stopped the reading)."""
 
-    def __init__(self, clips: Sequence[EvalClip] = (), skipped: Sequence[SkippedClip] = ()) -> None:
+    def __init__(self, clips: Sequence[EvalClip] = (), skipped: Sequence[SkippedClip] = (),
+                 complete: bool = True) -> None:
         super().__init__(clips)
         self.skipped = list(skipped)
+        self.complete = complete
 
 
 def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_key: str = "--data") -> ClipList:
-    """The first `num_clips` valid clips of the shards (dataset dirs, globs, brace URLs), in shard order.
+    """The first `num_clips` valid clips (0: all) of the shards (dataset dirs, globs, brace URLs), in shard order.
 
     Every rank loads the same list (deterministic), then takes `split_for_rank`. A sample that breaks
     the contract or holds implausible numbers, and a shard that cannot be read, are skipped with a
@@ -79,10 +82,14 @@ def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_
         clips.skipped.append(SkippedClip(url, key, reason))
         log.warning("evaluation: skipping %s:%s (%s)", url, key, reason)
 
-    for url in resolve_shards(list(data), config_key):
+    urls = resolve_shards(list(data), config_key)
+    for i, url in enumerate(urls):
         count = 0
         try:
             for raw in iter_tar_samples(Path(url)):
+                if num_clips and len(clips) >= num_clips:  # one more sample or shard: not all clips
+                    clips.complete = False
+                    return clips
                 count += 1
                 key = str(raw.get("__key__", "?"))
                 try:
@@ -101,10 +108,11 @@ def load_clips(data: Sequence[str], num_clips: int, max_frames: int = 0, config_
                     wav=s["wav"][: n * SAMPLES_PER_FRAME], meta=s["meta"], mp4=s.get("mp4"),
                     audio_feats=None if feats is None else feats[:n],
                 ))
-                if len(clips) >= num_clips:
-                    return clips
         except (tarfile.TarError, OSError, EOFError) as e:
             skip(url, "-", f"unreadable tar after {count} samples ({type(e).__name__}: {e})")
+        if num_clips and len(clips) >= num_clips and i + 1 < len(urls):
+            clips.complete = False
+            return clips
     if not clips:
         why = "; ".join(f"{c.shard}:{c.key}: {c.reason}" for c in clips.skipped[:3])
         raise ConfigError(f"{config_key}: {list(data)} held no valid clip ({len(clips.skipped)} skipped"

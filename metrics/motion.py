@@ -1,26 +1,35 @@
 """Motion statistics on raw 70-d motion (layout of models/motion.py): no feature network needed.
 
-* mouth/audio correlation: Pearson r between the per-frame mouth opening of the motion (keypoints
-  after `transform_keypoints` with the clip's canonical kp) and the audio RMS envelope at 25 fps,
-  plus the lag (frames) that maximises the correlation within ±max_lag.
+* mouth/audio correlation: Pearson r between the per-frame mouth opening of the motion (vertical gap
+  of the configured (upper, lower) lip keypoints after `transform_keypoints` with the clip's
+  canonical kp) and the audio RMS envelope at 25 fps, plus the lag (frames) that maximises the
+  correlation within ±max_lag.
+* lip keypoints from data: `lip_keypoint_scores` ranks every keypoint pair by how well its vertical
+  gap (expression only, head pose removed) follows the audio envelope: which keypoints are the lips.
 * diversity: temporal standard deviation of pose angles (degrees) and expression.
 * jitter: mean magnitude of the first and second temporal differences (velocity, acceleration).
 * pose distance: mean absolute angle error (degrees) and translation error to a driving pose.
 
-Shape legend: B clips · T frames (25 fps) · S audio samples (16 kHz, S = 640·T).
+Shape legend: B clips · T frames (25 fps) · S audio samples (16 kHz, S = 640·T) · K = 21 keypoints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch import Tensor
 from torchmetrics import Metric
 
 from models.audio import audio_envelope
-from models.motion import ANGLES, EXP, TRANS, mouth_opening, transform_keypoints
+from models.motion import ANGLES, EXP, LOWER_LIP_KP, NUM_KP, TRANS, UPPER_LIP_KP, mouth_opening, transform_keypoints
+
+LIPS = (UPPER_LIP_KP, LOWER_LIP_KP)  # default (upper, lower): the synthetic world's lip keypoints
+
 
 def pearson(x: Tensor, y: Tensor) -> float:
     """Pearson correlation of two (N,) series; 0 if either is constant."""
@@ -36,19 +45,84 @@ def lagged_correlation(x: Tensor, y: Tensor, lag: int) -> float:
     return pearson(x[:lag], y[-lag:])
 
 
-def mouth_series(motion: Tensor, kp_c: Tensor) -> Tensor:
-    """Raw motion (T, 70) + canonical kp (21, 3) → per-frame mouth opening (T,)."""
-    return mouth_opening(transform_keypoints(kp_c.to(motion), motion))
+def mouth_series(motion: Tensor, kp_c: Tensor, lips: tuple[int, int] = LIPS) -> Tensor:
+    """Raw motion (T, 70) + canonical kp (21, 3) → per-frame mouth opening (T,) of lips = (upper, lower)."""
+    return mouth_opening(transform_keypoints(kp_c.to(motion), motion), lips)
 
 
 def mouth_audio_correlation(motion: Tensor, kp_c: Tensor, wav: Tensor | np.ndarray,
-                            max_lag: int = 5) -> tuple[float, int]:
+                            max_lag: int = 5, lips: tuple[int, int] = LIPS) -> tuple[float, int]:
     """(Pearson r at lag 0, lag in frames maximising r within ±max_lag; lag > 0 = mouth follows audio)."""
-    mouth = mouth_series(motion, kp_c)  # (T,)
+    mouth = mouth_series(motion, kp_c, lips)  # (T,)
     env = audio_envelope(wav, mouth.numel())  # (T,)
     lags = range(-max_lag, max_lag + 1)
     best = max(lags, key=lambda k: (lagged_correlation(mouth, env, k), -abs(k)))
     return pearson(mouth, env), best
+
+
+# ------------------------------------------------------------------------------------------------
+# Which keypoints are the lips: a data-driven check
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LipScores:
+    """How well each keypoint's vertical motion follows the audio envelope, mean over clips.
+
+    pair_r[i, j]: Pearson r of (y_j − y_i) with the envelope, i.e. the mouth-opening signal with
+    upper = i and lower = j (antisymmetric). kp_r[k]: Pearson r of keypoint k's own vertical
+    expression offset with the envelope (> 0 moves down with loud audio, < 0 up).
+    """
+
+    pair_r: np.ndarray  # (K, K)
+    kp_r: np.ndarray  # (K,)
+    num_clips: int
+    num_frames: int
+
+    def top_pairs(self, n: int = 5) -> list[tuple[int, int, float]]:
+        """The n best (upper, lower, r), best first."""
+        flat = np.argsort(-self.pair_r, axis=None, kind="stable")[:n]
+        return [(int(i), int(j), float(self.pair_r[i, j])) for i, j in zip(*np.unravel_index(flat, self.pair_r.shape))]
+
+    def suggest(self) -> tuple[int, int]:
+        """(upper, lower) of the pair whose gap follows the audio best: the `lip_keypoints` to use."""
+        upper, lower, _ = self.top_pairs(1)[0]
+        return upper, lower
+
+
+def lip_keypoint_scores(clips: Iterable[tuple[Tensor | np.ndarray, Tensor | np.ndarray, Tensor | np.ndarray]],
+                        min_frames: int = 25) -> LipScores:
+    """Rank keypoints by how their vertical spread moves with speech.
+
+    clips: (raw motion (T, 70), canonical kp (21, 3), wav (640·T,)) per clip. Per clip the vertical
+    coordinate of every keypoint in the canonical frame, y_k[t] = x_c[k, y] + δ[t, k, y] (expression
+    only: head pose, which also moves with speech, is left out), is correlated with the RMS envelope
+    at lag 0; the per-clip Pearson r are averaged over clips of ≥ min_frames frames with some sound.
+    """
+    pair_sum, kp_sum, used, frames = np.zeros((NUM_KP, NUM_KP)), np.zeros(NUM_KP), 0, 0
+    for motion, kp_c, wav in clips:
+        motion, kp_c = torch.as_tensor(np.asarray(motion)).double(), torch.as_tensor(np.asarray(kp_c)).double()
+        t = motion.shape[0]
+        env = audio_envelope(wav, t)  # (T,)
+        if t < min_frames or float(env.std()) == 0.0:
+            continue
+        dy = rearrange(motion[:, EXP], "t (k c) -> t k c", c=3)[..., 1]  # (T, K) vertical expression offsets
+        y = (kp_c[:, 1] + dy).numpy()  # (T, K)
+        yc, ec = y - y.mean(0), (env - env.mean()).numpy()
+        cov = yc.T @ yc / t  # (K, K)
+        c = yc.T @ ec / t  # (K,) covariance of each keypoint with the envelope
+        sd_env = float(np.sqrt(ec @ ec / t))
+        var = np.diag(cov)
+        gap_var = var[:, None] + var[None, :] - 2 * cov  # var(y_j − y_i)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pair = (c[None, :] - c[:, None]) / np.sqrt(np.clip(gap_var, 0, None)) / sd_env
+            kp = c / np.sqrt(var) / sd_env
+        pair_sum += np.nan_to_num(pair, nan=0.0, posinf=0.0, neginf=0.0)
+        kp_sum += np.nan_to_num(kp, nan=0.0, posinf=0.0, neginf=0.0)
+        used, frames = used + 1, frames + t
+    if not used:
+        raise ValueError(f"no clip of ≥ {min_frames} frames with audio: cannot rank lip keypoints")
+    return LipScores(pair_sum / used, kp_sum / used, used, frames)
 
 
 def motion_diversity(motion: Tensor) -> dict[str, float]:
@@ -90,9 +164,9 @@ class MotionMetrics(Metric):
     full_state_update = False
     is_differentiable = False
 
-    def __init__(self, max_lag: int = 5, **kwargs: Any) -> None:
+    def __init__(self, max_lag: int = 5, lips: tuple[int, int] = LIPS, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.max_lag = max_lag
+        self.max_lag, self.lips = max_lag, (int(lips[0]), int(lips[1]))
         for k in _KEYS:
             self.add_state(k, [], dist_reduce_fx="cat")
 
@@ -108,7 +182,7 @@ class MotionMetrics(Metric):
             for k, v in {**motion_diversity(m), **motion_jitter(m)}.items():
                 self._add(k, v)
             if kp_c is not None and wav is not None:
-                r, lag = mouth_audio_correlation(m, kp_c[b], wav[b], self.max_lag)
+                r, lag = mouth_audio_correlation(m, kp_c[b], wav[b], self.max_lag, self.lips)
                 self._add("mouth_audio_r", r)
                 self._add("mouth_audio_lag", float(lag))
             if driving is not None:
@@ -130,7 +204,9 @@ class MotionMetrics(Metric):
         return {
             "metric": "motion statistics (raw 70-d motion)",
             "envelope": "RMS per 640-sample chunk (25 fps) of 16 kHz audio scaled to [-1, 1]",
-            "mouth": "models.motion.mouth_opening(transform_keypoints(kp_c, motion)) (kp 20 y - kp 19 y)",
+            "mouth": f"models.motion.mouth_opening(transform_keypoints(kp_c, motion)) (kp {self.lips[1]} y - "
+                     f"kp {self.lips[0]} y)",
+            "lip_keypoints": {"upper": self.lips[0], "lower": self.lips[1]},
             "max_lag_frames": self.max_lag,
             "diversity": "temporal std of pose angles (deg) / expression, mean over dims",
             "jitter": "mean L2 norm of first/second temporal differences per frame",

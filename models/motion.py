@@ -43,9 +43,9 @@ EXP_LIMIT = 10.0  # |δ|
 TRANS_LIMIT = 10.0  # |t|
 SCALE_RANGE = (1e-3, 10.0)  # s
 
-# Indices (into the 21 keypoints) used by the synthetic world and by the mouth-opening statistic.
-# LivePortrait's real keypoints are unsupervised; these are the indices whose vertical spread
-# tracks lip opening in our synthetic template (docs/synthetic-world.md).
+# Indices (into the 21 keypoints) of the synthetic world's lips: the default of the mouth-opening
+# statistic (`eval.lip_keypoints`). LivePortrait's real keypoints are unsupervised, so on real motion
+# the lips are found from data (`playmate shards lips DIR`, docs/evaluation.md).
 UPPER_LIP_KP = 19
 LOWER_LIP_KP = 20
 
@@ -127,9 +127,11 @@ def transform_keypoints(kp_c: Tensor, motion: Tensor) -> Tensor:
     return x + shift[..., None, :]  # (…, 21, 3)
 
 
-def mouth_opening(kp: Tensor) -> Tensor:
-    """Vertical lip gap (…, 21, 3) → (…,): lower-lip y minus upper-lip y (image y grows downward)."""
-    return kp[..., LOWER_LIP_KP, 1] - kp[..., UPPER_LIP_KP, 1]
+def mouth_opening(kp: Tensor, lips: tuple[int, int] = (UPPER_LIP_KP, LOWER_LIP_KP)) -> Tensor:
+    """Vertical lip gap (…, 21, 3) → (…,): lower-lip y minus upper-lip y (image y grows downward);
+    lips = (upper, lower) keypoint indices."""
+    upper, lower = lips
+    return kp[..., lower, 1] - kp[..., upper, 1]
 
 
 # ------------------------------------------------------------------------------------------------

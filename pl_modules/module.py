@@ -28,7 +28,7 @@ from models.emotion import build_emotion_controller, freeze_stage_one, stage_two
 from models.motion import MotionStats, normalize_motion
 from pl_modules.inference.generator import MotionGenerator, clip_seed
 from pl_modules.inference.inputs import Reference
-from pl_modules.validation import log_mouth_plot, motion_validation_metrics
+from pl_modules.validation import lips_protocol, log_mouth_plot, motion_validation_metrics
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -254,11 +254,15 @@ class MotionDiffusionModule(TrainableModule):
     def on_validation_epoch_end(self) -> None:
         if not self.val_outputs:
             return
-        metrics = motion_validation_metrics(self.val_outputs)
+        lips = self.cfg.eval.lips
+        metrics = motion_validation_metrics(self.val_outputs, lips)
         for name, value in metrics.items():
             self.log(f"val/{name}", value, sync_dist=True)
+        if self.trainer.is_global_zero and not getattr(self, "_lips_logged", False):
+            log.info(lips_protocol(lips))  # the lip keypoints are also in the logged config (eval.lip_keypoints)
+            self._lips_logged = True
         if self.trainer.is_global_zero and self.cfg.logger.log_media:
-            log_mouth_plot(self.logger, self.val_outputs[0], self.global_step)
+            log_mouth_plot(self.logger, self.val_outputs[0], self.global_step, lips)
 
     # ---------------------------------------------------------------------------------- checkpoints
 

@@ -6,14 +6,21 @@ from typing import Any
 
 import numpy as np
 
-from metrics.motion import motion_jitter, mouth_audio_correlation, mouth_series
+from metrics.motion import LIPS, motion_jitter, mouth_audio_correlation, mouth_series
 from models.audio import audio_envelope
 
 
-def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]:
+def lips_protocol(lips: tuple[int, int]) -> str:
+    """The line validation logs once: which keypoints the mouth-opening signal uses."""
+    return (f"val/mouth_audio_r: mouth opening = y[kp {lips[1]}] − y[kp {lips[0]}] (eval.lip_keypoints = "
+            f"[{lips[0]}, {lips[1]}]; check real motion with `playmate shards lips DIR`)")
+
+
+def motion_validation_metrics(outputs: list[dict[str, Any]], lips: tuple[int, int] = LIPS) -> dict[str, float]:
     """Mean over clips of mouth/audio Pearson r (and lag) for generated and ground-truth motion.
 
-    Each output holds gen, gt (B, T, 70) raw motion, kp (B, 21, 3), wav (B, T·640) int16 or None.
+    Each output holds gen, gt (B, T, 70) raw motion, kp (B, 21, 3), wav (B, T·640) int16 or None;
+    lips = (upper, lower) keypoints of the mouth opening (eval.lip_keypoints).
     """
     r_gen, r_gt, lags, jitter = [], [], [], []
     for out in outputs:
@@ -22,10 +29,10 @@ def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]
             if out.get("wav") is None:
                 continue
             wav = out["wav"][i].cpu()
-            r, lag = mouth_audio_correlation(out["gen"][i], out["kp"][i], wav)
+            r, lag = mouth_audio_correlation(out["gen"][i], out["kp"][i], wav, lips=lips)
             r_gen.append(r)
             lags.append(lag)
-            r_gt.append(mouth_audio_correlation(out["gt"][i], out["kp"][i], wav)[0])
+            r_gt.append(mouth_audio_correlation(out["gt"][i], out["kp"][i], wav, lips=lips)[0])
     metrics: dict[str, float] = {"exp_acceleration": float(np.mean(jitter))}
     if r_gen:
         metrics.update({
@@ -36,7 +43,7 @@ def motion_validation_metrics(outputs: list[dict[str, Any]]) -> dict[str, float]
     return metrics
 
 
-def log_mouth_plot(logger: Any, out: dict[str, Any], step: int) -> None:
+def log_mouth_plot(logger: Any, out: dict[str, Any], step: int, lips: tuple[int, int] = LIPS) -> None:
     """W&B image: generated vs ground-truth mouth opening (and the audio envelope) of the first clip."""
     from lightning.pytorch.loggers import WandbLogger
 
@@ -47,7 +54,7 @@ def log_mouth_plot(logger: Any, out: dict[str, Any], step: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    gen, gt = mouth_series(out["gen"][0], out["kp"][0]), mouth_series(out["gt"][0], out["kp"][0])
+    gen, gt = mouth_series(out["gen"][0], out["kp"][0], lips), mouth_series(out["gt"][0], out["kp"][0], lips)
     env = audio_envelope(out["wav"][0].cpu(), gen.numel())
     fig, ax = plt.subplots(figsize=(8, 2.6))
     ax.plot(gt.numpy(), label="ground truth", color="tab:green")
@@ -55,7 +62,7 @@ def log_mouth_plot(logger: Any, out: dict[str, Any], step: int) -> None:
     ax2 = ax.twinx()
     ax2.plot(env.numpy(), color="tab:gray", alpha=0.5, label="audio envelope")
     ax.set_xlabel("frame (25 fps)")
-    ax.set_ylabel("mouth opening")
+    ax.set_ylabel(f"mouth opening (kp {lips[1]} − kp {lips[0]})")
     ax.set_title(f"{out['key'][0]} · step {step}")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()

@@ -10,7 +10,7 @@ import logging
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from configs.evaluation import METRICS, SYNC_CROPS, EvaluationConfig
+    from configs.evaluation import FVD_SAMPLINGS, METRICS, PROTOCOLS, SYNC_CROPS, EvaluationConfig
 
     d = EvaluationConfig()  # every default below comes from here
     p = sub.add_parser(
@@ -19,7 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate motion for the first --max-clips clips of --data with each checkpoint (fixed seeds), "
         "compute motion statistics and, with --face-model, render and compute FID/FVD/Sync-C/D/CSIM/PSNR/SSIM. "
         "Network metrics need local weights files (--feature-net, --i3d, --syncnet, --arcface) or --random-weights "
-        "(pipeline check only: the report title then says RANDOM-WEIGHT FEATURE NETWORKS).",
+        "(pipeline check only: the report title then says RANDOM-WEIGHT FEATURE NETWORKS). "
+        "--protocol hdtf sets what published HDTF tables use (512x512 frames, all clips and frames, every "
+        "non-overlapping 16-frame FVD clip, Sync-C/D on S3FD face tracks); with real weights the results table "
+        "then shows the published Playmate HDTF numbers and, per metric, 'yes' or each protocol detail that "
+        "differs (flags given explicitly override the protocol's settings, and the report names the difference).",
     )
     p.add_argument("ckpts", nargs="+", help="checkpoints: .ckpt files, DeepSpeed dirs or export dirs")
     p.add_argument("--data", nargs="+", required=True, help="validation shards: dataset dirs, globs or brace URLs")
@@ -38,9 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arcface", help="ArcFace IResNet weights for CSIM (backbone.pth)")
     p.add_argument("--arcface-arch", default=d.arcface_arch, choices=("r18", "r34", "r50", "r100"))
     p.add_argument("--lpips", help="AlexNet weights for LPIPS (alexnet-owt-7be5be79.pth; needs torchvision)")
-    p.add_argument("--max-clips", type=int, default=d.num_clips, help=f"clips evaluated (default {d.num_clips})")
-    p.add_argument("--max-frames", type=int, default=d.max_frames,
-                   help=f"frames per clip (default {d.max_frames}; 0 = whole clip)")
+    p.add_argument("--protocol", default=d.protocol, choices=tuple(PROTOCOLS),
+                   help=f"named settings (default {d.protocol}: the flags' own defaults); hdtf: "
+                        + ", ".join(f"{k}={v}" for k, v in PROTOCOLS["hdtf"].items()))
+    p.add_argument("--max-clips", type=int, default=None,
+                   help=f"clips evaluated, 0 = all (default {d.num_clips}; hdtf: all)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help=f"frames per clip, 0 = whole clip (default {d.max_frames}; hdtf: whole clips)")
+    p.add_argument("--eval-size", type=int, default=None,
+                   help=f"side of the compared frames: renders are 512, ground truth is resized to it "
+                        f"(default {d.eval_size}; hdtf: 512)")
+    p.add_argument("--fvd-clip-sampling", default=None, choices=FVD_SAMPLINGS,
+                   help=f"FVD clips per video (default {d.fvd_clip_sampling}; hdtf: all_non_overlapping)")
+    p.add_argument("--lip-keypoints", type=int, nargs=2, metavar=("UPPER", "LOWER"), default=None,
+                   help=f"keypoints of the mouth-opening signal (default {d.lip_keypoints[0]} {d.lip_keypoints[1]}, "
+                        "the synthetic world's; `playmate shards lips DIR` finds them on real data)")
     p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=d.sample_seed, help=f"base sampling seed (default {d.sample_seed})")
     p.add_argument("--metrics", nargs="+", default=list(METRICS), help=f"subset of {' '.join(METRICS)}")
@@ -57,13 +73,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        cfg = EvaluationConfig(
-            num_clips=args.max_clips, max_frames=args.max_frames, sample_seed=args.seed, sampling_steps=args.steps,
+        given = {"num_clips": args.max_clips, "max_frames": args.max_frames, "eval_size": args.eval_size,
+                 "fvd_clip_sampling": args.fvd_clip_sampling,
+                 "lip_keypoints": None if args.lip_keypoints is None else list(args.lip_keypoints)}
+        cfg = EvaluationConfig.for_protocol(
+            args.protocol, sample_seed=args.seed, sampling_steps=args.steps,
             metrics=list(args.metrics), face_model_dir=args.face_model, face_model_preset=args.face_model_preset,
             fid_weights=args.feature_net, fvd_weights=args.i3d, syncnet_weights=args.syncnet,
             s3fd_weights=args.s3fd, sync_crop=args.sync_crop,
             arcface_weights=args.arcface, arcface_arch=args.arcface_arch, lpips_weights=args.lpips,
-            random_weights=args.random_weights,
+            random_weights=args.random_weights, **{k: v for k, v in given.items() if v is not None},
         )
     except ValueError as e:
         raise UserError(str(e)) from None

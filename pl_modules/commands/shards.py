@@ -1,4 +1,5 @@
-"""`playmate shards check DIR`, `playmate shards precompute SRC DST` and `playmate shards reextract SRC DST`."""
+"""`playmate shards check DIR`, `playmate shards precompute SRC DST`, `playmate shards reextract SRC DST` and
+`playmate shards lips DIR`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shards", help="verify dataset directories, add precomputed audio features, re-extract motion")
+    p = sub.add_parser("shards", help="verify dataset directories, add precomputed audio features, re-extract motion, "
+                                      "find the lip keypoints")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     c = actions.add_parser(
         "check",
@@ -51,6 +53,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     rx.add_argument("--batch-size", type=int, default=32, help="frames per motion-extractor call")
     rx.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when available)")
     rx.set_defaults(func=reextract)
+    lp = actions.add_parser(
+        "lips",
+        help="find which motion keypoints are the lips (the mouth-opening signal's eval.lip_keypoints)",
+        description="Score every ordered keypoint pair (upper, lower) of the clips in DIR by the Pearson r of "
+        "its vertical gap (expression only, head pose removed) with the audio RMS envelope, mean over clips; "
+        "print the best pairs, the keypoints that move most with the audio, how the configured pair ranks, "
+        "and the suggested eval.lip_keypoints / --lip-keypoints (docs/evaluation.md, 'Lip keypoints').",
+    )
+    lp.add_argument("dirs", nargs="+", help="prepared dataset directories (or shard globs)")
+    lp.add_argument("--max-clips", type=int, default=200, help="clips read, in shard order (default 200; 0 = all)")
+    lp.add_argument("--min-frames", type=int, default=25, help="shorter clips are left out (default 25 = 1 s)")
+    lp.add_argument("--lip-keypoints", type=int, nargs=2, metavar=("UPPER", "LOWER"),
+                    help="the pair to rank (default: eval.lip_keypoints' default, the synthetic world's 19 20)")
+    lp.add_argument("--top", type=int, default=5, help="pairs and keypoints printed (default 5)")
+    lp.set_defaults(func=lips)
 
 
 def check(args: argparse.Namespace) -> int:
@@ -107,4 +124,21 @@ def reextract(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     print(f"{args.dst}: {manifest['num_samples']} clips in {len(manifest['shards'])} shards with motion from "
           f"{args.face_model}")
+    return 0
+
+
+def lips(args: argparse.Namespace) -> int:
+    from pl_modules.commands import UserError
+
+    if args.max_clips < 0 or args.min_frames < 2 or args.top < 1:
+        raise UserError(f"need --max-clips ≥ 0, --min-frames ≥ 2, --top ≥ 1; got {args.max_clips}, "
+                        f"{args.min_frames}, {args.top}")
+    from configs.loader import ConfigError
+    from pl_modules.evaluation.lips import check_lip_keypoints_on_data
+
+    try:
+        result = check_lip_keypoints_on_data(args.dirs, args.max_clips, args.min_frames, args.lip_keypoints)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    print("\n".join(result.lines(args.top)))
     return 0

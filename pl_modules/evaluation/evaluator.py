@@ -74,7 +74,7 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
         return True
 
     if "motion" in want:
-        out["motion"], out["motion_gt"] = MotionMetrics(), MotionMetrics()
+        out["motion"], out["motion_gt"] = MotionMetrics(lips=cfg.lips), MotionMetrics(lips=cfg.lips)
     if not cfg.face_model_dir:  # every other metric compares rendered frames
         for name in sorted(want - {"motion"}):
             skipped[name] = "needs rendered frames: no face model configured (face_model_dir / --face-model)"
@@ -87,7 +87,7 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
             out["fid"] = FID(ResizedFeatures(net, 112, 512,
                                              "RANDOM WEIGHTS (IResNet-18 stand-in, 512-d) — not a real metric"))
     if "fvd" in want:
-        fc = FVDConfig(weights_path=cfg.fvd_weights, clip_len=cfg.fvd_clip_len)
+        fc = FVDConfig(weights_path=cfg.fvd_weights, clip_len=cfg.fvd_clip_len, clip_sampling=cfg.fvd_clip_sampling)
         if cfg.fvd_weights:
             out["fvd"] = FVD.from_config(fc)
         elif not unavailable("fvd", "fvd_weights / --i3d"):
@@ -218,16 +218,18 @@ class Evaluator:
         gen_motion = generate_clip(gen, clip, cfg.sample_seed, cfg.sampling_steps)  # (T, 70)
         gt_motion = torch.from_numpy(clip.motion)
         kp, wav = torch.from_numpy(clip.kp), torch.from_numpy(clip.wav)
-        row: dict[str, Any] = {"key": clip.key, "frames": clip.num_frames, "emotion": clip.meta.get("emotion")}
+        row: dict[str, Any] = {"key": clip.key, "dataset": clip.meta.get("dataset"), "frames": clip.num_frames,
+                               "clip_frames": int(clip.meta.get("num_frames", clip.num_frames)),
+                               "emotion": clip.meta.get("emotion")}
         if "motion" in m:
             m["motion"].update(gen_motion[None], kp[None], wav[None], gt_motion[None])
             m["motion_gt"].update(gt_motion[None], kp[None], wav[None])
-        row["mouth_audio_r"], row["mouth_audio_lag"] = mouth_audio_correlation(gen_motion, kp, wav)
-        row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav)[0]
+        row["mouth_audio_r"], row["mouth_audio_lag"] = mouth_audio_correlation(gen_motion, kp, wav, lips=cfg.lips)
+        row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav, lips=cfg.lips)[0]
         row["exp_acceleration"] = motion_jitter(gen_motion)["exp_acceleration"]
         row["pose_angle_l1_deg"] = pose_distance(gen_motion, gt_motion)["pose_angle_l1_deg"]
-        sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav}
-                  if keep else None)
+        sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav,
+                   "lips": cfg.lips} if keep else None)
         if self.face_model is None or clip.mp4 is None:
             return row, sample
 
@@ -237,7 +239,7 @@ class Evaluator:
                                           batch_size=cfg.render_batch_size)  # (n, 512, 512, 3)
         fake = resize_frames(rendered, cfg.eval_size).to(self.device)  # (n, 3, H, W) uint8
         real = resize_frames(gt_frames[:n], cfg.eval_size).to(self.device)
-        row["rendered_frames"] = n
+        row["rendered_frames"], row["gt_size"] = n, int(gt_frames.shape[1])
         self._frame_metrics(fake, real, wav[: n * SAMPLES_PER_FRAME], row)
         if sample is not None:
             sample.update(gen_frames=fake.cpu(), gt_frames=real.cpu())
@@ -291,6 +293,7 @@ class Evaluator:
         # a random-weight network marks the result only if it produced a number
         random = [n for n in self.random_used if n in self.metrics and n not in not_computed]
         protocol = self._protocol(rows, not_computed, random, generator)
+        protocol["all_clips_of_data"] = getattr(clips, "complete", None)  # None: a rank's share (unknown)
         return EvalResult(scalars, rows, protocol, bool(random), samples)
 
     def _compute(self) -> tuple[dict[str, float], dict[str, str]]:
@@ -328,9 +331,14 @@ class Evaluator:
         rendered = [r for r in rows if "rendered_frames" in r]
         return {
             "title": RANDOM_TITLE if random else "Evaluation",
+            "name": cfg.protocol,  # the named protocol the settings started from (configs.evaluation.PROTOCOLS)
             "random_weights": random,  # networks with random weights that produced numbers here
             "settings": asdict(cfg),
+            "lip_keypoints": {"upper": cfg.lips[0], "lower": cfg.lips[1]},
+            "datasets": sorted({str(r.get("dataset")) for r in rows}),
             "clips": len(rows),
+            "clips_cut": sum(1 for r in rows if r["frames"] < r.get("clip_frames", r["frames"])),
+            "gt_frame_sizes": sorted({r["gt_size"] for r in rendered}),
             "generated_frames": int(sum(r["frames"] for r in rows)),
             "rendered_clips": len(rendered),
             "rendered_frames": int(sum(r["rendered_frames"] for r in rendered)),
@@ -341,10 +349,12 @@ class Evaluator:
                           f"seed = {cfg.sample_seed} + crc32(key)",
             "resolutions": {
                 "motion": "raw 70-d motion (no image)",
-                "fid": f"generated 512 → {cfg.eval_size} and GT mp4 256 → {cfg.eval_size}, "
-                       "then the network's own resize",
-                "fvd": f"{cfg.eval_size} frames → I3D resize (see FVD protocol), "
-                       f"first {cfg.fvd_clip_len} frames per clip",
+                "fid": f"generated 512 → {cfg.eval_size} and GT mp4 "
+                       f"{'/'.join(str(g) for g in sorted({r['gt_size'] for r in rendered})) or '256'} → "
+                       f"{cfg.eval_size}, then the network's own resize",
+                "fvd": f"{cfg.eval_size} frames → I3D resize (see FVD protocol), {cfg.fvd_clip_len}-frame clips: "
+                       + {"first": "the first per video", "random": "one at a seeded random offset per video",
+                          "all_non_overlapping": "every non-overlapping one"}[cfg.fvd_clip_sampling],
                 "sync": sync_resolution(cfg, self.metrics),
                 "csim": f"{cfg.eval_size} → 112x112 whole face crop (no 5-point alignment); source = first GT frame",
                 "psnr_ssim_lpips": f"generated vs GT frame t at {cfg.eval_size}x{cfg.eval_size}, [0, 1]",

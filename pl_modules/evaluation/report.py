@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pl_modules.evaluation.evaluator import RANDOM_TITLE, EvalResult
+from pl_modules.evaluation.published import SOURCE, comparison, protocol_rows
 
 # metric → (direction, meaning); the order is the order of the results table
 DESCRIPTIONS: dict[str, tuple[str, str]] = {
@@ -75,14 +76,15 @@ class CheckpointResult:
 
 
 def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size: int = 256,
-                    indices: Sequence[int] | None = None) -> np.ndarray:
+                    indices: Sequence[int] | None = None, lips: Sequence[int] | None = None) -> np.ndarray:
     """Raw motion (T, 70) generated and ground truth + x_c (21, 3) → uint8 (N, size, 2·size, 3):
     the 21 driving keypoints (x, y) drawn side by side, generated left (blue), ground truth right (green),
-    lips red, both in the same frame fitted to the ground truth."""
+    lips (the configured lip_keypoints) red, both in the same frame fitted to the ground truth."""
     from PIL import Image, ImageDraw
 
     from models.motion import LOWER_LIP_KP, UPPER_LIP_KP, transform_keypoints
 
+    lips = (UPPER_LIP_KP, LOWER_LIP_KP) if lips is None else tuple(lips)
     idx = list(range(gen.shape[0])) if indices is None else list(indices)
     pts = [transform_keypoints(kp.float(), m[idx].float())[..., :2].numpy() for m in (gen, gt)]  # 2 × (N, 21, 2)
     ref = pts[1].reshape(-1, 2)  # framed on the ground truth: generated points far off it leave the panel
@@ -97,7 +99,7 @@ def keypoint_frames(gen: torch.Tensor, gt: torch.Tensor, kp: torch.Tensor, size:
             d = ImageDraw.Draw(img)
             xy = (p[i] - centre) * scale + size / 2  # y grows downwards, as in the image (lower lip below upper)
             for k, (x, y) in enumerate(xy):
-                r = 4 if k in (UPPER_LIP_KP, LOWER_LIP_KP) else 2.5
+                r = 4 if k in lips else 2.5
                 d.ellipse([x - r, y - r, x + r, y + r], fill=(220, 40, 40) if r == 4 else colour)
             d.text((6, 4), f"{name}  t={idx[i]}", fill=(60, 60, 60))
             d.line([(0, 0), (0, size)], fill=(180, 180, 180))
@@ -113,7 +115,8 @@ def frame_strip(sample: dict[str, Any], n: int = 6) -> np.ndarray:
     if "gen_frames" in sample:
         rows = [torch.cat(list(sample[k][idx]), dim=-1).permute(1, 2, 0).numpy() for k in ("gen_frames", "gt_frames")]
         return np.concatenate(rows, axis=0)  # (2H, n·W, 3)
-    panels = keypoint_frames(sample["gen_motion"], sample["gt_motion"], sample["kp"], size=160, indices=idx)
+    panels = keypoint_frames(sample["gen_motion"], sample["gt_motion"], sample["kp"], size=160, indices=idx,
+                             lips=sample.get("lips"))
     gen_row = np.concatenate([p[:, :160] for p in panels], axis=1)
     gt_row = np.concatenate([p[:, 160:] for p in panels], axis=1)
     return np.concatenate([gen_row, gt_row], axis=0)  # (2·160, n·160, 3)
@@ -288,8 +291,11 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
         blocks.append(("warn", f"RANDOM WEIGHTS: {', '.join(protocol['random_weights'])} used deterministic "
                                "random-weight networks. Their numbers only test the pipeline; "
                                "they are not comparable to anything."))
+    lips = protocol.get("lip_keypoints", {})
     blocks += [
         ("table", ["item", "value"], [
+            ["protocol", f"{protocol.get('name', 'custom')} (--protocol; hdtf = the settings of published HDTF "
+                         "tables, see below)"],
             ["clips", protocol["clips"]],
             ["generated frames (25 fps)", protocol["generated_frames"]],
             ["rendered clips / frames", f"{protocol['rendered_clips']} / {protocol['rendered_frames']}"],
@@ -298,7 +304,11 @@ def _protocol_blocks(protocol: dict[str, Any]) -> list[tuple]:
             ["renderer", "not configured (motion-only evaluation)" if not protocol["face_model"].get("configured")
              else f"{protocol['face_model']['dir']} ({protocol['face_model']['output']})"],
             ["eval resolution", f"{s['eval_size']}x{s['eval_size']}"],
+            ["lip keypoints (mouth opening)", f"upper {lips.get('upper')}, lower {lips.get('lower')} "
+                                              "(lip_keypoints; check with `playmate shards lips DIR`)"],
         ]),
+        ("h", 3, "Published HDTF tables vs this run"),
+        ("table", ["item", "published tables", "this run"], protocol_rows(protocol)),
         ("h", 3, "Weights files"),
         ("table", ["metric", "network", "file", "sha256 / note"],
          _weights_rows(protocol) or [["—", "no feature networks", "", ""]]),
@@ -348,6 +358,11 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str],
     columns = [f"{n} (step {r.global_step})" for n, r in zip(names, results)]
     header = ["metric", "dir.", *columns, "meaning"]
     rows = [[k, describe(k)[0]] + [r.result.scalars.get(k) for r in results] + [describe(k)[1]] for k in keys]
+    comp = None if random else comparison(results[-1].result.protocol, results[-1].result.scalars)
+    if comp:  # beside each metric with a published number: that number, our sample count, comparable or not
+        header[-1:-1] = [f"published ({SOURCE})", "samples", "comparable"]
+        extra = {k: [c["published"], c["samples"], c["comparable"]] for k, c in comp.items()}
+        rows = [row[:-1] + extra.get(row[0], ["", "", ""]) + row[-1:] for row in rows]
     blocks += [("h", 2, "Results"), ("p", "dir.: ↑ higher is better, ↓ lower is better, ≈gt close to the ground-truth "
                                           "value, ref = ground-truth reference, n = count."), ("table", header, rows)]
     step_png = metric_vs_step_plot(results)
@@ -392,7 +407,9 @@ def write_report(results: Sequence[CheckpointResult], out_dir: str | Path, data:
         "random_weights": random,
         "data": [str(d) for d in data],
         "skipped_clips": [{"shard": c.shard, "key": c.key, "reason": c.reason} for c in skipped_clips],
+        "protocol": results[-1].result.protocol.get("name", "custom"),
         "checkpoints": [{"checkpoint": r.label, "global_step": r.global_step, "scalars": r.result.scalars,
+                         "comparison": None if random else comparison(r.result.protocol, r.result.scalars),
                          "per_clip": r.result.per_clip, "protocol": r.result.protocol} for r in results],
     }
     (out / "metrics.json").write_text(json.dumps(payload, indent=1, default=str, allow_nan=True))
