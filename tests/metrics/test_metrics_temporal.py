@@ -79,6 +79,7 @@ def test_report_is_ratio_of_means_and_metric_agrees() -> None:
     metric.update(torch.stack(gens[:2]), torch.stack(gts[:2]))
     metric.update(torch.stack(gens[2:]), torch.stack(gts[2:]))
     out = metric.compute()
+    assert set(out) == set(RATIOS)
     for k in RATIOS:
         assert float(out[k]) == pytest.approx(rep[k])
 
