@@ -137,7 +137,9 @@ class EvaluationCallback(pl.Callback):
     @staticmethod
     def write_videos(result: EvalResult, out_dir: Path) -> list[Path]:
         """Sample clips as mp4 with their audio: generated | ground truth side by side
-        (rendered frames when available, else the synthetic-world renderer)."""
+        (rendered frames when available, else the synthetic-world renderer); the report's own
+        video_<key>.mp4 files are reused when it was written to the same folder."""
         from pl_modules.evaluation.media import sample_video
 
-        return [sample_video(s, out_dir / f"{s['key']}.mp4") for s in result.samples]
+        paths = [out_dir / f"video_{s['key']}.mp4" for s in result.samples]
+        return [p if p.is_file() else sample_video(s, p) for s, p in zip(result.samples, paths)]
