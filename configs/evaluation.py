@@ -43,6 +43,10 @@ class EvaluationConfig:
     lpips_weights: Optional[str] = None  # alexnet-owt-7be5be79.pth; needs torchvision
     random_weights: bool = False  # unconfigured networks get random weights (numbers NOT comparable)
     num_videos: int = field(default=2, metadata={"range": (0, None)})  # clips kept as samples (videos, strips)
+    # Validation (training): the first clip's generated | ground-truth mp4 with audio (synthetic-world renderer,
+    # 512×256, a few hundred KB) and its pose/mouth-over-time plot to W&B; needs logger.log_media too.
+    val_video: bool = True
+    val_video_seconds: float = field(default=4.0, metadata={"range": (0.04, 60.0)})
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
