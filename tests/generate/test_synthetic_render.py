@@ -91,3 +91,15 @@ def test_help_states_the_renderer(capsys):
         cli(["generate", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "synthetic-world renderer" in text and "--ground-truth" in text
+
+
+def test_demo_writes_a_stage_one_and_per_emotion_stage_two_video(stage1_ckpt, stage2_ckpt, clip, tmp_path):
+    from datamodules.clips import EvalClip
+    from pl_modules.demo import demo_videos
+
+    held_out = EvalClip(clip.key.replace("/", "_"), clip.motion, clip.kp, clip.wav, clip.meta)
+    paths = demo_videos(stage1_ckpt, stage2_ckpt, held_out, tmp_path, steps=2, seed=0, emotions=("happy", "sad"))
+    assert list(paths) == ["stage1", "stage2_happy", "stage2_sad"]
+    for path in paths.values():
+        assert _streams(path) == (10, 512, 256, True)
+    assert paths["stage2_happy"].read_bytes() != paths["stage2_sad"].read_bytes()  # the emotion changes the motion
