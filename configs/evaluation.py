@@ -59,6 +59,10 @@ class EvaluationConfig:
     # [upper lip, lower lip] keypoint indices of the mouth-opening signal (mouth_audio_r, in validation
     # too): the synthetic world's; check real LivePortrait motion with `playmate shards lips DIR`
     lip_keypoints: list[int] = field(default_factory=lambda: [19, 20])
+    # Validation (training): the first clip's generated | ground-truth mp4 with audio (synthetic-world renderer,
+    # 512×256, a few hundred KB) and its pose/mouth-over-time plot to W&B; needs logger.log_media too.
+    val_video: bool = True
+    val_video_seconds: float = field(default=4.0, metadata={"range": (0.04, 60.0)})
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]

@@ -392,13 +392,21 @@ def draw_face(kp: np.ndarray, ident: Identity, size: int = IMAGE_SIZE) -> np.nda
     return np.asarray(img, dtype=np.uint8)
 
 
+def render_frames(kp_c: np.ndarray, motion: np.ndarray, look: Identity, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Canonical kp (21, 3) + raw motion (T, 70) → uint8 RGB frames (T, size, size, 3) of the flat face,
+    in the colours of `look`. Any motion renders, not only the world's own: `playmate generate`,
+    validation, evaluation and the demo draw generated motion with it."""
+    kp_d = transform_np(np.asarray(kp_c, dtype=np.float32), np.asarray(motion, dtype=np.float32))  # (T, 21, 3)
+    if kp_d.shape[0] == 0:
+        return np.zeros((0, size, size, 3), np.uint8)
+    return np.stack([draw_face(k, look, size) for k in kp_d])  # (T, size, size, 3)
+
+
 def render_video(kp_c: np.ndarray, motion: np.ndarray, ident: Identity) -> bytes:
     """Canonical kp (21, 3) + motion (T, 70) → 256×256 25 fps H.264 mp4 bytes (no audio track)."""
     from datamodules.video import encode_mp4
 
-    kp_d = transform_np(kp_c, motion)  # (T, 21, 3)
-    frames = np.stack([draw_face(k, ident) for k in kp_d])  # (T, 256, 256, 3)
-    return encode_mp4(frames, fps=FPS)
+    return encode_mp4(render_frames(kp_c, motion, ident), fps=FPS)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 synth (train with emotion labels, held-out val) → stage one (tiny MotionDiT, mel audio) → export →
 held-out lip-sync measurement → stage two (emotion controller on the frozen DiT) → emotion-control
-measurement → `playmate generate` for a held-out clip → `playmate evaluate` report.
+measurement → `playmate generate` for a held-out clip → videos of that clip (stage one, and stage two
+per emotion; generated | ground truth with its audio, synthetic-world renderer) → `playmate evaluate`
+report (with its temporal-realism section and videos).
 Every step prints what it produced and where.
 """
 
@@ -104,8 +106,14 @@ def run_demo(c: DemoConfig) -> dict[str, float]:
          f"head-pose mean spread across labels {emo['pose_mean_spread_deg']:.2f}°")
 
     results.update(_generate(exp2, val[0], root))
+    videos = demo_videos(exp1, exp2, val[0], root / "videos", c.sampling_steps, c.seed)
+    _say(f"videos of held-out clip {val[0].key} with its audio, generated | ground truth, drawn by the "
+         "synthetic-world renderer (no face-model weights needed):")
+    for name, path in videos.items():
+        _say(f"  {name:<18} {path}")
     report = _evaluate([run1 / "checkpoints" / "last.ckpt", run2 / "checkpoints" / "last.ckpt"], val_dir, root, c)
-    _say(f"evaluation report: {report} (and report.html, metrics.json beside it)")
+    _say(f"evaluation report: {report} (and report.html with the videos embedded, metrics.json beside it); "
+         f"videos: {', '.join(str(p) for p in sorted(report.parent.glob('video_*.mp4')))}")
     (root / "demo_results.json").write_text(json.dumps(results, indent=1))
     _say(f"done in {time.time() - t0:.0f} s; numbers in {root / 'demo_results.json'}")
     return results
@@ -125,8 +133,36 @@ def _generate(checkpoint: Path, clip, root: Path) -> dict[str, float]:
     np.save(out, motion)
     seconds = len(clip.wav) / (25 * SAMPLES_PER_FRAME)
     _say(f"generate: {seconds:.1f} s of held-out audio + reference frame, emotion 'happy' → {out} "
-         f"({motion.shape[0]} frames × {motion.shape[1]}); video needs renderer weights (--face-model)")
+         f"({motion.shape[0]} frames × {motion.shape[1]})")
     return {"generated_frames": float(motion.shape[0])}
+
+
+def demo_videos(stage1: Path, stage2: Path, clip, out_dir: Path, steps: int, seed: int,
+                emotions: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """A held-out clip's videos with its audio, generated | ground truth, drawn by the synthetic-world
+    renderer: stage one (no emotion), then stage two once per emotion (all eight by default).
+    Returns {"stage1": path, "stage2_<emotion>": path, …}."""
+    import torch
+
+    from models.emotion import EMOTIONS
+    from pl_modules.inference.generator import MotionGenerator, clip_seed
+    from pl_modules.inference.inputs import Reference
+    from pl_modules.inference.synthetic_render import look_for, write_synthetic_video
+
+    emotions = tuple(EMOTIONS) if emotions is None else emotions
+    ref = Reference(motion=torch.from_numpy(clip.motion[0]), kp=torch.from_numpy(clip.kp))
+    look, noise = look_for(clip.kp, clip.meta), clip_seed(seed, clip.key)
+    paths: dict[str, Path] = {}
+    gen1 = MotionGenerator.from_checkpoint(stage1).generate(clip.wav, ref, seed=noise, steps=steps)  # (N, 70)
+    paths["stage1"] = out_dir / f"{clip.key}_stage1.mp4"
+    write_synthetic_video(paths["stage1"], clip.kp, gen1.numpy(), clip.wav, clip.motion, look)
+    g2 = MotionGenerator.from_checkpoint(stage2)
+    wav = np.repeat(np.asarray(clip.wav)[None], len(emotions), axis=0)
+    gen2 = g2.generate_batch(wav, [ref] * len(emotions), [noise] * len(emotions), list(emotions), steps=steps)
+    for emotion, motion in zip(emotions, gen2):
+        paths[f"stage2_{emotion}"] = out_dir / f"{clip.key}_stage2_{emotion}.mp4"
+        write_synthetic_video(paths[f"stage2_{emotion}"], clip.kp, motion.numpy(), clip.wav, clip.motion, look)
+    return paths
 
 
 def _evaluate(ckpts: list[Path], val_dir: Path, root: Path, c: DemoConfig) -> Path:

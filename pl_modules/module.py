@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,7 +29,7 @@ from models.emotion import build_emotion_controller, freeze_stage_one, stage_two
 from models.motion import MotionStats, normalize_motion
 from pl_modules.inference.generator import MotionGenerator, clip_seed
 from pl_modules.inference.inputs import Reference
-from pl_modules.validation import lips_protocol, log_mouth_plot, motion_validation_metrics
+from pl_modules.validation import lips_protocol, log_mouth_plot, log_sample_media, motion_validation_metrics
 
 
 class NonFiniteTrainingError(RuntimeError):
@@ -263,6 +264,9 @@ class MotionDiffusionModule(TrainableModule):
             self._lips_logged = True
         if self.trainer.is_global_zero and self.cfg.logger.log_media:
             log_mouth_plot(self.logger, self.val_outputs[0], self.global_step, lips)
+            if self.cfg.eval.val_video:
+                log_sample_media(self.logger, self.val_outputs[0], self.global_step, self.cfg.eval.val_video_seconds,
+                                 Path(self.trainer.default_root_dir) / "val_media")
 
     # ---------------------------------------------------------------------------------- checkpoints
 

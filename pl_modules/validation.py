@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from metrics.motion import LIPS, motion_jitter, mouth_audio_correlation, mouth_series
+from metrics.temporal import temporal_report
 from models.audio import audio_envelope
 
 
@@ -17,7 +19,8 @@ def lips_protocol(lips: tuple[int, int]) -> str:
 
 
 def motion_validation_metrics(outputs: list[dict[str, Any]], lips: tuple[int, int] = LIPS) -> dict[str, float]:
-    """Mean over clips of mouth/audio Pearson r (and lag) for generated and ground-truth motion.
+    """Mean over clips of mouth/audio Pearson r (and lag) for generated and ground-truth motion, the
+    expression acceleration, and the temporal-realism ratios (generated / ground truth, `metrics.temporal`).
 
     Each output holds gen, gt (B, T, 70) raw motion, kp (B, 21, 3), wav (B, T·640) int16 or None;
     lips = (upper, lower) keypoints of the mouth opening (eval.lip_keypoints).
@@ -34,6 +37,10 @@ def motion_validation_metrics(outputs: list[dict[str, Any]], lips: tuple[int, in
             lags.append(lag)
             r_gt.append(mouth_audio_correlation(out["gt"][i], out["kp"][i], wav, lips=lips)[0])
     metrics: dict[str, float] = {"exp_acceleration": float(np.mean(jitter))}
+    gen = [out["gen"][i] for out in outputs for i in range(out["gen"].shape[0])]
+    gt = [out["gt"][i] for out in outputs for i in range(out["gt"].shape[0])]
+    report = temporal_report(gen, gt)  # temporal realism: generated / ground truth, ratio of the means
+    metrics.update({k: v for k, v in report.items() if k.endswith("_ratio")})
     if r_gen:
         metrics.update({
             "mouth_audio_r": float(np.nanmean(r_gen)),
@@ -70,3 +77,21 @@ def log_mouth_plot(logger: Any, out: dict[str, Any], step: int, lips: tuple[int,
     image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H, W, 3) uint8
     plt.close(fig)
     logger.log_image("val/mouth_opening", [image], step=step)
+
+
+def log_sample_media(logger: Any, out: dict[str, Any], step: int, seconds: float, folder: Path) -> Path | None:
+    """W&B video (mp4 with audio, generated | ground truth drawn by the synthetic-world renderer) and
+    image (pose angles and mouth opening over time) of the first clip, cut to `seconds`; returns the mp4."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from pl_modules.evaluation.media import motion_plot, sample_video, validation_sample
+
+    if not isinstance(logger, WandbLogger):
+        return None
+    s = validation_sample(out, seconds)
+    path = sample_video(s, folder / f"val_step{step:08d}_{s['key'].replace('/', '_')}.mp4")
+    caption = f"{s['key']} · step {step} · generated | ground truth"
+    logger.log_video("val/video", [str(path)], step=step, fps=[25], format=["mp4"], caption=[caption])
+    plot = motion_plot(s["gen_motion"], s["gt_motion"], s["kp"], f"{s['key']} · step {step}")
+    logger.log_image("val/motion_over_time", [plot], step=step)
+    return path

@@ -1,4 +1,4 @@
-"""`playmate generate CKPT --audio FILE --reference FILE [...]`: motion .npy, and an mp4 with a face model."""
+"""`playmate generate CKPT --audio FILE --reference FILE [...]`: motion .npy, and an mp4 with --video."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import argparse
 DESCRIPTION = """\
 Generate head motion for an audio clip (docs/generation.md). Writes OUT.npy: float32 (N, 70) raw motion
 (exp 63 · pitch, yaw, roll in degrees · t 3 · scale), N = round(audio duration × 25) frames.
-With --video and --face-model it also renders 512×512 frames and writes an mp4 with the audio.
+With --video it also writes an mp4 with the audio muxed in, one frame per motion frame: with
+--face-model, 512×512 LivePortrait frames of the reference portrait; without it, the synthetic-world
+renderer (the procedural head of `playmate synth`, 256×256, captioned "synthetic-world renderer" on
+every frame) draws the motion on the reference keypoints. --ground-truth CLIP.npz adds the clip's own
+motion beside it (generated | ground truth), for clips that have one (e.g. synthetic clips).
 
 CKPT is a Lightning .ckpt file, a DeepSpeed .ckpt directory or a `playmate export` directory.
 Audio: any file FFmpeg reads (wav, mp3, aac, m4a, flac, ogg, mp4 …), any rate and channel count;
@@ -21,6 +25,8 @@ Examples:
   playmate generate runs/stage1/export --audio talk.mp3 --reference me.npz --out talk.npy
   playmate generate runs/stage2/export --audio talk.wav --reference me.png --emotion happy \\
       --face-model weights/liveportrait --video talk.mp4
+  playmate generate runs/stage1/export --audio clip.wav --reference clip.npz --video clip.mp4 \
+      --ground-truth clip.npz
   playmate generate runs/stage1/export --audio song.m4a --reference me.npz --pose-mode driving \\
       --driving head.npy --out song.npy
 """
@@ -38,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = GenerationRequest("", "", "")  # the defaults
     p = sub.add_parser(
         "generate",
-        help="audio + reference → motion .npy (and an mp4 with a face model)",
+        help="audio + reference → motion .npy (and an mp4 with --video)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--driving", metavar="FILE", help="driving motion .npy (T, 70) or .npz with `motion` "
                    "(for --pose-mode driving; frames past T hold its last pose)")
     p.add_argument("--out", metavar="OUT.npy", help="motion output (default: the audio name with .npy, here)")
-    p.add_argument("--video", metavar="OUT.mp4", help="also render an mp4 with the audio (needs --face-model)")
+    p.add_argument("--video", metavar="OUT.mp4", help="also write an mp4 with the audio: rendered by --face-model, "
+                   "or without it drawn by the synthetic-world renderer (256×256, captioned on every frame)")
+    p.add_argument("--ground-truth", metavar="FILE", help="motion .npy (T, 70) or .npz with `motion` drawn beside "
+                   "the generated motion in --video (generated | ground truth; synthetic-world renderer)")
     p.add_argument("--face-model", metavar="DIR", help="LivePortrait weights dir (…/base_models/*.pth)")
     p.add_argument("--face-preset", default=d.face_preset, choices=("full", "tiny"),
                    help="face-model size the weights have (tiny: test weights from write_random_weights)")
@@ -83,7 +92,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     req = GenerationRequest(
         args.checkpoint, args.audio, args.reference, out=args.out, emotion=args.emotion, pose_mode=args.pose_mode,
-        driving=args.driving, video=args.video, face_model=args.face_model, face_preset=args.face_preset,
+        driving=args.driving, video=args.video, ground_truth=args.ground_truth, face_model=args.face_model,
+        face_preset=args.face_preset,
         source_image=args.source_image, save_reference=args.save_reference, steps=args.steps, w_a=args.w_a,
         w_e=args.w_e, seed=args.seed, device=args.device, render_batch=args.render_batch,
         threads=args.threads,
@@ -94,5 +104,5 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     print(f"wrote {result['motion']}: {result['frames']} frames ({result['frames'] / 25:.2f} s) of motion")
     if result["video"]:
-        print(f"wrote {result['video']}: {result['frames']} frames with audio")
+        print(f"wrote {result['video']}: {result['frames']} frames with audio ({result['renderer']})")
     return 0

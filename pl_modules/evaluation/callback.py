@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from configs.schema import EvaluationConfig
@@ -138,20 +137,9 @@ class EvaluationCallback(pl.Callback):
     @staticmethod
     def write_videos(result: EvalResult, out_dir: Path) -> list[Path]:
         """Sample clips as mp4 with their audio: generated | ground truth side by side
-        (rendered frames when available, else drawn keypoints)."""
-        from datamodules.video import encode_mp4
-        from pl_modules.evaluation.report import keypoint_frames
+        (rendered frames when available, else the synthetic-world renderer); the report's own
+        video_<key>.mp4 files are reused when it was written to the same folder."""
+        from pl_modules.evaluation.media import sample_video
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for s in result.samples:
-            if "gen_frames" in s:
-                # (T, H, 2W, 3)
-                frames = torch.cat([s["gen_frames"], s["gt_frames"]], dim=-1).permute(0, 2, 3, 1).numpy()
-            else:
-                frames = keypoint_frames(s["gen_motion"], s["gt_motion"], s["kp"])
-            wav = np.asarray(s["wav"])[: frames.shape[0] * 640]
-            path = out_dir / f"{s['key']}.mp4"
-            encode_mp4(np.ascontiguousarray(frames), audio=wav, path=path)
-            paths.append(path)
-        return paths
+        paths = [out_dir / f"video_{s['key']}.mp4" for s in result.samples]
+        return [p if p.is_file() else sample_video(s, p) for s, p in zip(result.samples, paths)]

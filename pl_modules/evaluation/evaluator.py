@@ -74,7 +74,10 @@ def build_metrics(cfg: EvaluationConfig) -> tuple[dict[str, Any], list[str], dic
         return True
 
     if "motion" in want:
+        from metrics.temporal import TemporalRealism
+
         out["motion"], out["motion_gt"] = MotionMetrics(lips=cfg.lips), MotionMetrics(lips=cfg.lips)
+        out["temporal"] = TemporalRealism()  # generated / ground-truth velocity and acceleration
     if not cfg.face_model_dir:  # every other metric compares rendered frames
         for name in sorted(want - {"motion"}):
             skipped[name] = "needs rendered frames: no face model configured (face_model_dir / --face-model)"
@@ -213,6 +216,7 @@ class Evaluator:
     def _clip(self, gen: MotionGenerator, clip: EvalClip, keep: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
         from datamodules.video import decode_frames
         from metrics.motion import motion_jitter, mouth_audio_correlation, pose_distance
+        from metrics.temporal import temporal_ratios
 
         cfg, m = self.config, self.metrics
         gen_motion = generate_clip(gen, clip, cfg.sample_seed, cfg.sampling_steps)  # (T, 70)
@@ -224,12 +228,15 @@ class Evaluator:
         if "motion" in m:
             m["motion"].update(gen_motion[None], kp[None], wav[None], gt_motion[None])
             m["motion_gt"].update(gt_motion[None], kp[None], wav[None])
+        if "temporal" in m:
+            m["temporal"].update(gen_motion[None], gt_motion[None])
         row["mouth_audio_r"], row["mouth_audio_lag"] = mouth_audio_correlation(gen_motion, kp, wav, lips=cfg.lips)
         row["mouth_audio_r_gt"] = mouth_audio_correlation(gt_motion, kp, wav, lips=cfg.lips)[0]
         row["exp_acceleration"] = motion_jitter(gen_motion)["exp_acceleration"]
         row["pose_angle_l1_deg"] = pose_distance(gen_motion, gt_motion)["pose_angle_l1_deg"]
+        row.update(temporal_ratios(gen_motion, gt_motion))
         sample = ({"key": clip.key, "gen_motion": gen_motion, "gt_motion": gt_motion, "kp": kp, "wav": clip.wav,
-                   "lips": cfg.lips} if keep else None)
+                   "meta": clip.meta, "lips": cfg.lips} if keep else None)
         if self.face_model is None or clip.mp4 is None:
             return row, sample
 

@@ -43,6 +43,10 @@ DESCRIPTIONS: dict[str, tuple[str, str]] = {
     "exp_acceleration_gt": ("ref", "same for ground truth"),
     "pose_velocity": ("≈gt", "mean ‖Δangles‖ per frame (deg)"),
     "pose_acceleration": ("≈gt", "mean ‖Δ²angles‖ per frame (deg)"),
+    "pose_velocity_ratio": ("→1", "temporal realism: pose velocity, generated / ground truth (> 1 faster)"),
+    "pose_acceleration_ratio": ("→1", "temporal realism: pose acceleration, generated / ground truth (> 1 jerkier)"),
+    "exp_velocity_ratio": ("→1", "temporal realism: expression velocity, generated / ground truth"),
+    "exp_acceleration_ratio": ("→1", "temporal realism: expression acceleration, generated / ground truth"),
     "fid": ("↓", "FID, generated vs ground-truth frames"),
     "fvd": ("↓", "FVD (I3D), generated vs ground-truth clips"),
     "sync_c": ("↑", "Sync-C (SyncNet confidence), generated"),
@@ -250,13 +254,20 @@ def render(blocks: list[tuple], out_dir: Path) -> tuple[str, str]:
             data = base64.b64encode(b[2]).decode()
             body.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(b[3])}'>"
                         f"<figcaption>{html.escape(b[3])}</figcaption></figure>")
+        elif kind == "video":  # ("video", name, mp4 bytes, caption): a file beside the md, embedded in the html
+            (out_dir / b[1]).write_bytes(b[2])
+            md.append(f"[▶ {b[3]}]({b[1]})")
+            data = base64.b64encode(b[2]).decode()
+            body.append(f"<figure><video controls preload='metadata' src='data:video/mp4;base64,{data}'></video>"
+                        f"<figcaption>{html.escape(b[3])} (<a href='{html.escape(b[1])}'>{html.escape(b[1])}</a>)"
+                        "</figcaption></figure>")
         elif kind == "code":
             md.append("```\n" + b[1] + "\n```")
             body.append(f"<pre>{html.escape(b[1])}</pre>")
     style = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px}"
              "th{background:#f0f0f0}.warn{background:#fee;border:2px solid #c00;padding:.6em;font-weight:bold}"
-             "img{max-width:100%}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow-x:auto}")
+             "img,video{max-width:100%}pre{background:#f6f6f6;padding:.6em;font-size:12px;overflow-x:auto}")
     title = html.escape(blocks[0][2]) if blocks and blocks[0][0] == "h" else "Evaluation"
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head>"
             f"<body>{''.join(body)}</body></html>")
@@ -370,6 +381,8 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str],
         blocks += [("h", 2, "Metrics vs training step"),
                    ("image", "metric_vs_step.png", step_png, "headline metrics vs global step")]
     last = results[-1]
+    blocks += temporal_blocks(last.result)
+    blocks += video_blocks(last.result)
     blocks.append(("h", 2, f"Per clip ({names[-1]})"))
     cols = sorted({k for row in last.result.per_clip for k in row}, key=lambda k: (k != "key", k))
     blocks.append(("table", cols, [[row.get(c) for c in cols] for row in last.result.per_clip]))
@@ -387,6 +400,45 @@ def report_blocks(results: Sequence[CheckpointResult], data: Sequence[str],
     if skipped_clips:
         blocks += [("h", 3, "Skipped while loading the clips"),
                    ("table", ["shard", "key", "reason"], [[c.shard, c.key, c.reason] for c in skipped_clips])]
+    return blocks
+
+
+def temporal_blocks(result: EvalResult) -> list[tuple]:
+    """Temporal realism: the explanation, generated vs ground truth per statistic with the ratio, and
+    the first sample clip's pose angles and mouth opening over time."""
+    from metrics.temporal import EXPLANATION, STATS
+    from pl_modules.evaluation.media import motion_plot
+
+    sc = result.scalars
+    rows = [[k, sc.get(k), sc.get(f"{k}_gt"), sc.get(f"{k}_ratio")] for k in STATS if f"{k}_ratio" in sc]
+    if not rows:
+        return []
+    blocks: list[tuple] = [("h", 2, "Temporal realism"), ("p", EXPLANATION),
+                           ("table", ["statistic (mean per frame)", "generated", "ground truth", "ratio"], rows)]
+    if result.samples:
+        s = result.samples[0]
+        png = _png(motion_plot(s["gen_motion"], s["gt_motion"], s["kp"], s["key"]))
+        blocks.append(("image", f"motion_{s['key']}.png", png,
+                       f"{s['key']}: head pose (pitch, yaw, roll) and mouth opening over time, generated vs ground "
+                       "truth"))
+    return blocks
+
+
+def video_blocks(result: EvalResult) -> list[tuple]:
+    """One video per sample clip with its audio: generated | ground truth (rendered, or drawn by the
+    synthetic-world renderer when no face model is configured)."""
+    import tempfile
+
+    from pl_modules.evaluation.media import sample_video
+
+    if not result.samples:
+        return []
+    blocks: list[tuple] = [("h", 2, "Videos: generated | ground truth, with audio")]
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in result.samples:
+            data = sample_video(s, Path(tmp) / "v.mp4").read_bytes()
+            kind = "rendered frames" if "gen_frames" in s else "synthetic-world renderer (no face model configured)"
+            blocks.append(("video", f"video_{s['key']}.mp4", data, f"{s['key']}: {kind}"))
     return blocks
 
 

@@ -164,20 +164,21 @@ def load_portrait(path: str | Path, size: int = 256) -> np.ndarray:
     return np.array(img.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)  # writable copy
 
 
-def load_driving(path: str | Path) -> Tensor:
-    """Driving motion: .npy (T, 70), or .npz with `motion` (T, 70) (e.g. a shard's motion.npy) → (T, 70)."""
+def load_driving(path: str | Path, what: str = "driving motion") -> Tensor:
+    """Driving (or ground-truth, `what`) motion: .npy (T, 70), or .npz with `motion` (T, 70) (e.g. a
+    shard's motion.npy) → (T, 70)."""
     p = Path(path)
     if not p.is_file():
-        raise GenerationError(f"driving motion {p} does not exist")
+        raise GenerationError(f"{what} {p} does not exist")
     try:
         arr = np.load(p)
         if isinstance(arr, np.lib.npyio.NpzFile):
             with arr:
                 arr = arr["motion"]
     except (ValueError, KeyError, OSError) as e:
-        raise GenerationError(f"cannot read driving motion {p} (.npy (T, 70) or .npz with `motion`): {e}") from None
+        raise GenerationError(f"cannot read {what} {p} (.npy (T, 70) or .npz with `motion`): {e}") from None
     if arr.ndim != 2 or arr.shape[1] != MOTION_DIM or len(arr) == 0:
-        raise GenerationError(f"driving motion {p} has shape {arr.shape}, expected (T, {MOTION_DIM})")
+        raise GenerationError(f"{what} {p} has shape {arr.shape}, expected (T, {MOTION_DIM})")
     return torch.from_numpy(arr.astype(np.float32))
 
 

@@ -26,7 +26,8 @@ class GenerationRequest:
     emotion: str | None = None  # stage-two checkpoints only
     pose_mode: str = "generated"  # generated | fixed | driving | spin
     driving: str | None = None  # driving motion for pose_mode=driving
-    video: str | None = None  # also render an mp4 with the audio
+    video: str | None = None  # also render an mp4 with the audio (face model, else the synthetic-world renderer)
+    ground_truth: str | None = None  # motion .npy/.npz drawn beside the generated one (synthetic renderer)
     face_model: str | None = None  # LivePortrait weights dir
     face_preset: str = "full"  # full | tiny (test weights)
     source_image: str | None = None  # portrait to animate when the reference is a .npz
@@ -51,8 +52,12 @@ class GenerationRequest:
             p.append(f"--seed must be ≥ 0, got {self.seed}")
         if self.render_batch < 1:
             p.append(f"--render-batch must be ≥ 1, got {self.render_batch}")
-        if self.video and not self.face_model:
-            p.append("--video needs --face-model DIR (the LivePortrait weights) to render frames")
+        if self.ground_truth and not self.video:
+            p.append("--ground-truth is drawn beside the generated motion in the video: add --video OUT.mp4")
+        if self.ground_truth and self.face_model:
+            p.append("--ground-truth (side by side) is drawn by the synthetic-world renderer: drop --face-model")
+        if self.source_image and not self.face_model:
+            p.append("--source-image is animated by the face model: add --face-model DIR (the LivePortrait weights)")
         if self.threads is not None and self.threads < 1:
             p.append(f"--threads must be ≥ 1, got {self.threads}")
         return p
@@ -116,11 +121,12 @@ def _run(req: GenerationRequest) -> dict[str, Any]:
     import numpy as np
 
     from pl_modules.inference.generator import generate_motion
-    from pl_modules.inference.inputs import load_audio, load_reference, save_reference
+    from pl_modules.inference.inputs import load_audio, load_driving, load_reference, save_reference
     from pl_modules.inference.render import load_face, render_video
 
     face = load_face(req.face_model, req.device, req.face_preset) if req.face_model else None
     ref = load_reference(req.reference, face)
+    truth = load_driving(req.ground_truth, "ground-truth motion") if req.ground_truth else None
     if req.save_reference:
         save_reference(req.save_reference, ref)
     motion = generate_motion(req.checkpoint, req.audio, ref, emotion=req.emotion, pose_mode=req.pose_mode,
@@ -129,8 +135,15 @@ def _run(req: GenerationRequest) -> dict[str, Any]:
     out = req.out_path
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, motion)
-    result: dict[str, Any] = {"motion": out, "frames": motion.shape[0], "video": None}
-    if req.video:
+    result: dict[str, Any] = {"motion": out, "frames": motion.shape[0], "video": None, "renderer": None}
+    if req.video and face is not None:
         render_video(face, ref, motion, load_audio(req.audio), req.video, req.source_image, req.render_batch)
-        result["video"] = Path(req.video)
+        result.update(video=Path(req.video), renderer="face model")
+    elif req.video:
+        from pl_modules.inference.synthetic_render import CAPTION, write_synthetic_video
+
+        write_synthetic_video(req.video, ref.kp.numpy(), motion, load_audio(req.audio),
+                              None if truth is None else truth.numpy())
+        result.update(video=Path(req.video), renderer=CAPTION + (" (generated | ground truth)" if truth is not None
+                                                                 else ""))
     return result

@@ -44,7 +44,8 @@ def test_callback_logs_eval_scalars_table_and_video_and_keeps_checkpoints_clean(
     trainer, module, dm, cb = build(eval_assets["ds"], tmp_path, logger)
     trainer.fit(module, datamodule=dm)
     m = trainer.callback_metrics
-    for k in ("eval/mouth_audio_r", "eval/mouth_audio_r_gt", "eval/exp_acceleration", "eval/num_clips"):
+    for k in ("eval/mouth_audio_r", "eval/mouth_audio_r_gt", "eval/exp_acceleration", "eval/num_clips",
+              "eval/pose_velocity_ratio", "eval/exp_acceleration_ratio"):
         assert torch.isfinite(m[k]), k
     assert float(m["eval/random_weights"]) == 0.0 and cb.last_result.scalars["num_clips"] == 2
     videos = list((tmp_path / "eval" / "step00000002").glob("*.mp4"))

@@ -194,7 +194,31 @@ def test_cli_motion_only_report(eval_assets, tmp_path, capsys):
     assert "motion-only" in md and "driving keypoints" in md and "needs rendered frames" in md
     js = json.loads((out / "metrics.json").read_text())
     assert js["random_weights"] is False and js["checkpoints"][0]["scalars"]["num_clips"] == 2
+    _check_temporal_and_videos(out, js, frames=20, width=512)
     assert main(["evaluate", str(eval_assets["exp1"]), "--data", str(tmp_path / "missing")]) == 2
+
+
+def _check_temporal_and_videos(out: Path, js: dict, frames: int, width: int) -> None:
+    """The report's temporal-realism section (ratio = generated / ground-truth mean, as the json says)
+    and one playable video with audio per sample clip, linked in the md and embedded in the html."""
+    import av
+
+    from datamodules.video import count_frames
+
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    sc = js["checkpoints"][0]["scalars"]
+    assert "## Temporal realism" in md and "1.0 = moves like the data" in md
+    for k in ("pose_velocity", "pose_acceleration", "exp_velocity", "exp_acceleration"):
+        assert sc[f"{k}_ratio"] == pytest.approx(sc[k] / sc[f"{k}_gt"], rel=1e-9), k
+    keys = [r["key"] for r in js["checkpoints"][0]["per_clip"]]
+    assert (out / f"motion_{keys[0]}.png").stat().st_size > 1000
+    assert page.count("<video controls") == len(keys) and "data:video/mp4;base64," in page
+    for key in keys:
+        assert f"(video_{key}.mp4)" in md
+        data = (out / f"video_{key}.mp4").read_bytes()
+        assert count_frames(data) == frames
+        with av.open(str(out / f"video_{key}.mp4")) as c:
+            assert c.streams.audio and c.streams.video[0].width == width
 
 
 # ---------------------------------------------------------------- the real renderer + random-weight networks

@@ -264,8 +264,8 @@ def test_cli_writes_npy_and_reports_user_errors(stage1_ckpt, audio_short, refere
     assert cli(["generate", *args, "--emotion", "joyful"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "valid emotions: neutral, angry" in err
-    assert cli(["generate", *args, "--video", str(tmp_path / "v.mp4")]) == 2
-    assert "--face-model" in capsys.readouterr().err
+    assert cli(["generate", *args, "--ground-truth", str(reference_npz)]) == 2
+    assert "--video" in capsys.readouterr().err
 
 
 def test_cli_threads_option_sets_the_generation_threads(stage1_ckpt, audio_short, reference_npz, tmp_path, capsys,
