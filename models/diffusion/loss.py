@@ -25,14 +25,15 @@ def training_loss(
     drop records (stage two forces the audio drops and gives emotion labels).
     t: (B,) long, drawn uniformly if None; noise: (B, T, 70), standard normal if None.
     Returns {"loss": scalar (differentiable), "mse_exp", "mse_pose": detached scalars, "t": (B,)}.
-    The reduction runs in float32 whatever the model's dtype (bf16 under DeepSpeed).
+    The noise, x_t, the target and the reduction are float32 whatever the batch's dtype (bf16 under
+    DeepSpeed, where ᾱ_t rounds to 1 at small t); x_t is cast to the batch's dtype only to feed the model.
     """
     if t is None:
         t = schedule.sample_timesteps(x0.shape[0], x0.device)
     if noise is None:
-        noise = torch.randn_like(x0)
-    x_t = schedule.q_sample(x0, t, noise)  # (B, T, 70)
-    eps = model(x_t, t, cond, drops)  # (B, T, 70)
+        noise = torch.randn(x0.shape, device=x0.device, dtype=torch.float32)
+    x_t = schedule.q_sample(x0, t, noise)  # (B, T, 70) float32
+    eps = model(x_t.to(x0.dtype), t, cond, drops)  # (B, T, 70)
     err = (eps.float() - noise.float()).square()  # (B, T, 70)
     return {
         "loss": err.mean(),

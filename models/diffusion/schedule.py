@@ -90,22 +90,28 @@ class NoiseSchedule:
     def from_config(cls, config: DiffusionConfig) -> NoiseSchedule:
         return cls(make_betas(config), config.clip_x0)
 
-    def gather(self, name: str, t: Tensor, like: Tensor) -> Tensor:
-        """Table `name` at steps t (B,) → (B, 1, …, 1) in like's dtype/device, for broadcasting."""
+    def gather(self, name: str, t: Tensor, like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """Table `name` at steps t (B,) → (B, 1, …, 1) in `dtype` (default: like's), for broadcasting."""
         key = (name, t.device)
         if key not in self._device_cache:
             self._device_cache[key] = getattr(self, name).to(t.device)
         values = self._device_cache[key][t.long()]  # (B,) float64
-        return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)  # (B, 1, …)
+        return values.reshape(-1, *([1] * (like.ndim - 1))).to(dtype or like.dtype)  # (B, 1, …)
 
     def sample_timesteps(self, batch: int, device: torch.device | str, generator=None) -> Tensor:
         """t ~ U{0, …, N−1}: (B,) long."""
         return torch.randint(0, self.num_timesteps, (batch,), device=device, generator=generator)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε: x0, noise (B, …), t (B,) → (B, …)."""
-        ab = self.gather("alphas_cumprod", t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        """x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε: x0, noise (B, …), t (B,) → float32 (B, …) at least.
+
+        Computed in float32 (float64 stays float64) whatever x0's dtype: under DeepSpeed bf16 the batch
+        arrives in bf16, where ᾱ_t rounds to 1 for t < 10 (no noise at all) and √(1−ᾱ_t) is off by up to
+        a third for small t. The caller casts x_t to the model's dtype when feeding the model.
+        """
+        dtype = torch.promote_types(x0.dtype, torch.float32)
+        ab = self.gather("alphas_cumprod", t, x0, dtype)
+        return ab.sqrt() * x0.to(dtype) + (1 - ab).sqrt() * noise.to(dtype)
 
     def denoise(self, x_t: Tensor, t: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         """Sampling's (x̂_0, ε̂): x̂_0 clamped to ±clip_x0 when set, ε̂ re-derived to match it."""

@@ -70,6 +70,39 @@ def test_q_sample_statistics(schedule):
     torch.testing.assert_close(x_t.std(dim=(1, 2)), (1 - ab).sqrt(), atol=0.03, rtol=0.03)
 
 
+def test_q_sample_is_float32_for_a_bf16_batch(schedule):
+    """Under DeepSpeed bf16 the batch arrives in bf16; the noise scale must still be √(1−ᾱ_t) at every t."""
+    t = torch.arange(schedule.num_timesteps)
+    x0 = torch.zeros(len(t), 3, 70, dtype=torch.bfloat16)
+    noise = torch.ones(x0.shape)  # float32, as training_loss draws it
+    x_t = schedule.q_sample(x0, t, noise)
+    assert x_t.dtype == torch.float32
+    want = (1 - schedule.alphas_cumprod).sqrt()  # float64 (N,)
+    scale = x_t[:, 0, 0].double()
+    assert ((scale - want).abs() / want).max() < 0.01
+    # What computing in the batch's dtype gives: ᾱ_0 rounds to 1 in bf16, so t = 0 gets no noise at all.
+    ab_bf16 = schedule.gather("alphas_cumprod", t, x0)
+    assert ab_bf16.dtype == torch.bfloat16 and (1 - ab_bf16[0]).sqrt().item() == 0.0
+    naive = (1 - ab_bf16).sqrt().flatten().double()
+    assert ((naive - want).abs() / want).max() > 0.3
+
+
+def test_training_loss_feeds_the_model_x_t_computed_in_float32(schedule):
+    seen = {}
+
+    def model(x_t, t, cond, drops):
+        seen["x_t"] = x_t
+        return torch.zeros_like(x_t)
+
+    x0 = torch.randn(2, T, 70).to(torch.bfloat16)
+    t, noise = torch.tensor([0, 3]), torch.randn(2, T, 70)
+    out = training_loss(model, schedule, x0, None, t=t, noise=noise)
+    assert seen["x_t"].dtype == torch.bfloat16  # the model gets the batch's dtype
+    want = schedule.q_sample(x0.double(), t, noise.double())
+    torch.testing.assert_close(seen["x_t"].double(), want, atol=0, rtol=2**-8)  # one bf16 rounding of x_t
+    torch.testing.assert_close(out["loss"], noise.square().mean())  # the target is the float32 noise
+
+
 def test_ddim_timesteps():
     ts = ddim_timesteps(1000, 50)
     assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and (ts.diff() < 0).all()
