@@ -113,3 +113,15 @@ def test_lr_schedule_warmup_then_constant_or_cosine():
     assert all(a >= b for a, b in zip(cos[3:], cos[4:]))  # monotone decay after warm-up
     assert cos[19] == pytest.approx(0.1) and cos[24] == pytest.approx(0.1)  # floor at max_steps, and after
     assert cos[11] == pytest.approx(0.55)  # half-way: (1 + floor) / 2
+
+
+def test_a_stored_config_from_before_diffusion_prediction_reads_as_eps():
+    """Checkpoints written before `diffusion.prediction` existed hold ε-predicting networks."""
+    from configs.loader import experiment_from_dict, to_container
+    from tests.helpers import tiny_config
+
+    stored = to_container(tiny_config())
+    del stored["diffusion"]["prediction"]
+    assert experiment_from_dict(stored, "old.ckpt").diffusion.prediction == "eps"
+    stored["diffusion"]["prediction"] = "v"
+    assert experiment_from_dict(stored, "new.ckpt").diffusion.prediction == "v"

@@ -140,9 +140,79 @@ def test_training_loss(schedule):
     model = MotionDiT(tiny_config())  # zero output at init ⇒ loss = E[ε²] ≈ 1
     out = training_loss(model, schedule, x0, cond, t=torch.tensor([1, 500, 999]))
     assert 0.7 < out["loss"].item() < 1.3
-    assert set(out) == {"loss", "mse_exp", "mse_pose", "t"}
+    assert set(out) == {"loss", "mse_exp", "mse_pose", "velocity", "acceleration", "t"}
     out["loss"].backward()
     assert model.exp_mlp[-1].weight.grad.abs().sum() > 0
+
+
+class PredictionOracle(nn.Module):
+    """Knows x0: outputs the exact ε, v or x_0 of any x_t, whichever the schedule's network predicts."""
+
+    def __init__(self, x0: torch.Tensor, schedule: NoiseSchedule):
+        super().__init__()
+        self.x0, self.schedule = x0, schedule
+
+    def forward(self, x_t, t, cond=None, drops=None):
+        ab = self.schedule.gather("alphas_cumprod", t, x_t)
+        eps = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        return self.schedule.target(self.x0, t, eps)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_every_prediction_trains_and_samples_consistently(prediction):
+    s = NoiseSchedule.from_config(DiffusionConfig(prediction=prediction))
+    x0 = torch.randn(3, T, 70, generator=torch.Generator().manual_seed(1))
+    oracle = PredictionOracle(x0, s)
+    out = training_loss(oracle, s, x0, None, velocity_weight=1.0, acceleration_weight=4.0)
+    assert out["loss"].item() < 1e-8 and out["velocity"].item() < 1e-8
+    eps_fn = lambda x, t: s.output_to_eps(x, t, oracle(x, t))  # noqa: E731  (what `sample` does)
+    got = ddim_sample(eps_fn, s, x0.shape, steps=20, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, x0, atol=1e-4, rtol=1e-4)
+    t = torch.tensor([0, 400, 999])
+    x_t = s.q_sample(x0, t, torch.randn(x0.shape))
+    torch.testing.assert_close(s.output_to_x0(x_t, t, oracle(x_t, t)), x0, atol=1e-3, rtol=1e-3)
+
+
+def test_temporal_losses_measure_frame_to_frame_error():
+    """An x_0-predictor off by ±c alternating frame to frame: Δ error 2c, Δ² error 4c, exactly."""
+    s = NoiseSchedule.from_config(DiffusionConfig(prediction="x0"))
+    x0, c = torch.randn(2, T, 70), 0.1
+    wobble = c * (-1.0) ** torch.arange(T)[None, :, None]  # (1, T, 1)
+    model = lambda x_t, t, cond, drops: x0 + wobble  # noqa: E731
+    out = training_loss(model, s, x0, None, velocity_weight=2.0, acceleration_weight=3.0)
+    assert out["velocity"].item() == pytest.approx(4 * c**2, rel=1e-4)
+    assert out["acceleration"].item() == pytest.approx(16 * c**2, rel=1e-4)
+    assert out["loss"].item() == pytest.approx(c**2 + 2.0 * 4 * c**2 + 3.0 * 16 * c**2, rel=1e-4)
+    # ε-prediction: x̂_0's error is ε̂'s times √((1−ᾱ)/ᾱ); the terms are weighted by ᾱ, leaving (1−ᾱ)·4c².
+    s_eps, t = NoiseSchedule.from_config(DiffusionConfig()), torch.tensor([300, 300])
+    noise = torch.randn(x0.shape)
+    out = training_loss(lambda x_t, t, cond, drops: noise + wobble, s_eps, x0, None, t=t, noise=noise)
+    ab = s_eps.alphas_cumprod[300].item()
+    assert out["velocity"].item() == pytest.approx((1 - ab) * 4 * c**2, rel=1e-3)
+    assert out["loss"].item() == pytest.approx(c**2, rel=1e-4)  # weights 0: the MSE alone
+
+
+def test_cfg_rescale_matches_the_conditional_std():
+    torch.manual_seed(0)
+    model = MotionDiT(tiny_config()).eval()
+    perturb_(model)
+    x_t, t, cond = make_inputs(batch=2)
+    e_cond = model(x_t, t, cond, Drops(audio=torch.tensor([False, False])))
+    plain = guided_eps(model, x_t, t, cond, w_a=3.0)
+    full = guided_eps(model, x_t, t, cond, w_a=3.0, cfg_rescale=1.0)
+    half = guided_eps(model, x_t, t, cond, w_a=3.0, cfg_rescale=0.5)
+    torch.testing.assert_close(full.std(dim=(1, 2)), e_cond.std(dim=(1, 2)), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain.std(dim=(1, 2)), e_cond.std(dim=(1, 2)), rtol=1e-2)
+    torch.testing.assert_close(half, 0.5 * (plain + full), atol=1e-5, rtol=1e-5)
+
+
+def test_new_diffusion_fields_are_validated():
+    with pytest.raises(ValueError, match="diffusion.prediction 'velocity'"):
+        DiffusionConfig(prediction="velocity")
+    with pytest.raises(ValueError, match="diffusion.acceleration_weight"):
+        DiffusionConfig(acceleration_weight=-1.0)
+    with pytest.raises(ValueError, match="diffusion.cfg_rescale"):
+        DiffusionConfig(cfg_rescale=1.5)
 
 
 class CountingModel(nn.Module):
