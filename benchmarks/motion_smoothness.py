@@ -6,9 +6,9 @@ by window, as `playmate generate`) and prints one table row per (variant, sampli
 
     pose / exp velocity and acceleration ratio · mouth/audio r (lip sync) · seconds to train
 
-Ratios are mean-over-clips of the generated clip's mean ‖Δx‖ (‖Δ²x‖) over the same statistic of the
-ground truth (pose: pitch/yaw/roll in degrees; expression: the 63 raw deformation values); 1.0 = as
-smooth as the data. docs/motion-smoothness.md records the runs and what they showed.
+Ratios are metrics/temporal.py's: the mean over clips of the generated clip's mean ‖Δx‖ (‖Δ²x‖) over the
+same for the ground truth (pose: pitch/yaw/roll in degrees; expression: the 63 raw deformation values);
+1.0 = as smooth as the data. docs/motion-smoothness.md records the runs and what they showed.
 
     OMP_NUM_THREADS=2 PYTHONPATH=$PWD python benchmarks/motion_smoothness.py --variants eps v_acc4 \
         --sampling default w1 steps50 raw
@@ -63,12 +63,11 @@ SAMPLING: dict[str, dict[str, float]] = {
 
 
 def temporal_ratios(generated: list[torch.Tensor], truth: list[np.ndarray]) -> dict[str, float]:
-    """Velocity/acceleration ratios generated / ground truth for pose angles and expression."""
-    from metrics.motion import motion_jitter
+    """The four realism ratios (ratios of the means over clips; metrics/temporal.py)."""
+    from metrics.temporal import RATIOS, temporal_report
 
-    gen = [motion_jitter(torch.as_tensor(m)) for m in generated]
-    gt = [motion_jitter(torch.as_tensor(m)) for m in truth]
-    return {f"{k}_ratio": float(np.mean([g[k] for g in gen]) / np.mean([g[k] for g in gt])) for k in gt[0]}
+    rep = temporal_report([torch.as_tensor(m) for m in generated], [torch.as_tensor(np.asarray(m)) for m in truth])
+    return {k: rep[k] for k in RATIOS}
 
 
 def measure(gen, clips, steps: int, seed: int = 0) -> dict[str, float]:
@@ -192,12 +191,12 @@ def main() -> None:
     rows = []
     for name in args.variants:
         run, seconds = train_variant(c, root, name, args.steps, train_dir, val_dir)
-        ckpts = [run / "checkpoints" / "last.ckpt"]
-        if args.trajectory:  # step00000200.ckpt, … (the last one is last.ckpt's step)
-            ckpts = sorted((run / "checkpoints").glob("step*.ckpt"))
-        for ckpt in ckpts:
-            label = ckpt.stem if args.trajectory else str(args.steps)
-            for s in args.sampling:
+        last = run / "checkpoints" / "last.ckpt"
+        # --trajectory: the 200-step checkpoints (default sampling only) before the last one (every setting).
+        ckpts = sorted((run / "checkpoints").glob("step*.ckpt"))[:-1] if args.trajectory else []
+        for ckpt in [*ckpts, last]:
+            label = ckpt.stem if ckpt != last else str(args.steps)
+            for s in (args.sampling if ckpt == last else ["default"]):
                 gen = with_sampling(MotionGenerator.from_checkpoint(ckpt, use_ema=s != "raw"), s)
                 row = {"variant": name, "ckpt": label, "sampling": s, "train_s": round(seconds),
                        **measure(gen, clips, gen.config.diffusion.sampling_steps)}

@@ -63,12 +63,12 @@ class DiffusionConfig:
         if self.eta < 0:
             raise ValueError(f"eta must be ≥ 0, got {self.eta}")
         if self.prediction not in PREDICTIONS:
-            raise ValueError(f"diffusion.prediction {self.prediction!r} is not one of {PREDICTIONS}")
+            raise ValueError(f"prediction {self.prediction!r} is not one of {PREDICTIONS}")
         for name in ("velocity_weight", "acceleration_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"diffusion.{name} must be ≥ 0 (0 disables), got {getattr(self, name)}")
+                raise ValueError(f"{name} must be ≥ 0 (0 disables), got {getattr(self, name)}")
         if not 0 <= self.cfg_rescale <= 1:
-            raise ValueError(f"diffusion.cfg_rescale must be in [0, 1] (0 = plain guidance), got {self.cfg_rescale}")
+            raise ValueError(f"cfg_rescale must be in [0, 1] (0 = plain guidance), got {self.cfg_rescale}")
 
 
 def make_betas(config: DiffusionConfig) -> Tensor:

@@ -207,11 +207,11 @@ def test_cfg_rescale_matches_the_conditional_std():
 
 
 def test_new_diffusion_fields_are_validated():
-    with pytest.raises(ValueError, match="diffusion.prediction 'velocity'"):
+    with pytest.raises(ValueError, match="prediction 'velocity' is not one of"):
         DiffusionConfig(prediction="velocity")
-    with pytest.raises(ValueError, match="diffusion.acceleration_weight"):
+    with pytest.raises(ValueError, match="acceleration_weight must be ≥ 0"):
         DiffusionConfig(acceleration_weight=-1.0)
-    with pytest.raises(ValueError, match="diffusion.cfg_rescale"):
+    with pytest.raises(ValueError, match="cfg_rescale must be in"):
         DiffusionConfig(cfg_rescale=1.5)
 
 
