@@ -37,6 +37,7 @@ VARIANTS: dict[str, list[str]] = {
     "v": ["diffusion.prediction=v", "diffusion.velocity_weight=0", "diffusion.acceleration_weight=0"],
     "v_vel1": ["diffusion.prediction=v", "diffusion.velocity_weight=1", "diffusion.acceleration_weight=0"],
     "v_acc4": ["diffusion.prediction=v", "diffusion.velocity_weight=0", "diffusion.acceleration_weight=4"],
+    "v_acc16": ["diffusion.prediction=v", "diffusion.velocity_weight=0", "diffusion.acceleration_weight=16"],
     "v_vel1_acc4": ["diffusion.prediction=v", "diffusion.velocity_weight=1", "diffusion.acceleration_weight=4"],
     "x0": ["diffusion.prediction=x0", "diffusion.velocity_weight=0", "diffusion.acceleration_weight=0"],
     "x0_acc4": ["diffusion.prediction=x0", "diffusion.velocity_weight=0", "diffusion.acceleration_weight=4"],
@@ -124,14 +125,15 @@ def train_variant(c, root: Path, name: str, steps: int, train_dir: Path, val_dir
     return run, time.time() - t0
 
 
-def train_stage2(c, run1: Path, steps: int, train_dir: Path, val_dir: Path) -> Path:
+def train_stage2(c, name: str, run1: Path, steps: int, train_dir: Path, val_dir: Path) -> Path:
     from configs.loader import load_experiment
     from pl_modules.train import train
 
     run2 = run1.parent / f"{run1.name}_stage2"
     if not (run2 / "checkpoints" / "last.ckpt").is_file():
         ov = demo_overrides(c, run2, steps, train_dir, val_dir, lr=3e-3)
-        train(load_experiment(ROOT / "configs" / "stage2.yaml", [*ov, f"stage2.init_from={run1 / 'export'}"]))
+        train(load_experiment(ROOT / "configs" / "stage2.yaml",
+                              [*ov, *VARIANTS[name], f"stage2.init_from={run1 / 'export'}"]))
     return run2
 
 
@@ -181,6 +183,7 @@ def main() -> None:
     ap.add_argument("--diagnose", action="store_true", help="per-timestep ratios of one-step x̂_0")
     ap.add_argument("--stage2", action="store_true", help="train stage two per variant: emotion accuracy")
     ap.add_argument("--clips", type=int, default=DemoConfig.val_clips, help="held-out clips measured")
+    ap.add_argument("--checkpoint", nargs="+", default=[], help="measure these checkpoints instead of training")
     args = ap.parse_args()
 
     os.environ.setdefault("PLAYMATE_PROGRESS", "0")
@@ -189,7 +192,16 @@ def main() -> None:
     train_dir, val_dir = make_world(c, root)
     clips = load_clips([str(val_dir)], args.clips)
     rows = []
-    for name in args.variants:
+    for ckpt in args.checkpoint:
+        for s in args.sampling:
+            gen = with_sampling(MotionGenerator.from_checkpoint(ckpt, use_ema=s != "raw"), s)
+            rows.append({"variant": Path(ckpt).parent.parent.name, "ckpt": Path(ckpt).stem, "sampling": s,
+                         "train_s": 0, **measure(gen, clips, gen.config.diffusion.sampling_steps)})
+            print(json.dumps(rows[-1]), flush=True)
+        if args.diagnose:
+            for t, r in diagnose_timesteps(MotionGenerator.from_checkpoint(ckpt), clips).items():
+                print(json.dumps({"variant": Path(ckpt).parent.parent.name, "diagnose_t": t, **r}), flush=True)
+    for name in [] if args.checkpoint else args.variants:
         run, seconds = train_variant(c, root, name, args.steps, train_dir, val_dir)
         last = run / "checkpoints" / "last.ckpt"
         # --trajectory: the 200-step checkpoints (default sampling only) before the last one (every setting).
@@ -208,7 +220,7 @@ def main() -> None:
                 print(json.dumps({"variant": name, "diagnose_t": t, **r}), flush=True)
         if args.stage2:
             export(run / "checkpoints" / "last.ckpt", run / "export")
-            run2 = train_stage2(c, run, c.stage2_steps, train_dir, val_dir)
+            run2 = train_stage2(c, name, run, c.stage2_steps, train_dir, val_dir)
             gen2 = MotionGenerator.from_checkpoint(run2 / "checkpoints" / "last.ckpt")
             emo = emotion_control(gen2, load_clips([str(train_dir)], c.train_clips), clips[:2], c.sampling_steps)
             row = {"variant": name, "ckpt": "stage2", "sampling": "default", "train_s": 0,

@@ -57,7 +57,7 @@ def test_group_selection_and_overrides():
         (["model.ref_exp_drop_prob=2"], "model.ref_exp_drop_prob: ref_exp_drop_prob must be in [0, 1], got 2.0"),
         (["diffusion.sampling_steps=5000"], "diffusion.sampling_steps: sampling_steps 5000 must be in [1, 1000]"),
         (["model.preset=XL"], "model: model preset 'XL' is not one of"),
-        (["diffusion.prediction=velocity"], "diffusion.prediction: prediction 'velocity' is not one of ('eps', 'v', 'x0')"),
+        (["diffusion.prediction=velocity"], "diffusion.prediction: prediction 'velocity' is not one of"),
         (["diffusion.acceleration_weight=-1"], "diffusion.acceleration_weight: acceleration_weight must be ≥ 0"),
         (["diffusion.cfg_rescale=2"], "diffusion.cfg_rescale: cfg_rescale must be in [0, 1]"),
         (["optim.decay=linear"], "optim.decay: 'linear' is not one of ['constant', 'cosine']"),

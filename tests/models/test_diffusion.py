@@ -23,7 +23,7 @@ from models.dit import Condition, Drops, MotionDiT
 
 @pytest.fixture(scope="module")
 def schedule() -> NoiseSchedule:
-    return NoiseSchedule.from_config(DiffusionConfig())
+    return NoiseSchedule.from_config(DiffusionConfig(prediction="eps"))  # the Oracle outputs ε
 
 
 class Oracle(nn.Module):
@@ -184,7 +184,7 @@ def test_temporal_losses_measure_frame_to_frame_error():
     assert out["acceleration"].item() == pytest.approx(16 * c**2, rel=1e-4)
     assert out["loss"].item() == pytest.approx(c**2 + 2.0 * 4 * c**2 + 3.0 * 16 * c**2, rel=1e-4)
     # ε-prediction: x̂_0's error is ε̂'s times √((1−ᾱ)/ᾱ); the terms are weighted by ᾱ, leaving (1−ᾱ)·4c².
-    s_eps, t = NoiseSchedule.from_config(DiffusionConfig()), torch.tensor([300, 300])
+    s_eps, t = NoiseSchedule.from_config(DiffusionConfig(prediction="eps")), torch.tensor([300, 300])
     noise = torch.randn(x0.shape)
     out = training_loss(lambda x_t, t, cond, drops: noise + wobble, s_eps, x0, None, t=t, noise=noise)
     ab = s_eps.alphas_cumprod[300].item()
