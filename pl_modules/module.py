@@ -126,7 +126,8 @@ class TrainableModule(pl.LightningModule):
 
 
 class MotionDiffusionModule(TrainableModule):
-    """ε-prediction diffusion over 70-d motion windows conditioned on audio, identity and context."""
+    """Diffusion (x_0-, ε- or v-prediction, `diffusion.prediction`) over 70-d motion windows conditioned on audio,
+    identity and context."""
 
     def __init__(self, cfg: ExperimentConfig, stats: MotionStats) -> None:
         super().__init__()
