@@ -121,8 +121,12 @@ def experiment_from_dict(d: dict[str, Any], source: str) -> ExperimentConfig:
     """A stored config (checkpoint hyper-parameters, an export's config.yaml) as a typed ExperimentConfig.
 
     Validated like a loaded one but not re-resolved: the stored model section already holds the
-    audio shape the weights were trained with.
+    audio shape the weights were trained with. A stored diffusion section without `prediction` is from
+    before that key existed, when every network predicted ε: it reads as "eps", not today's default.
     """
+    diffusion = d.get("diffusion")
+    if isinstance(diffusion, dict) and "prediction" not in diffusion:
+        d = {**d, "diffusion": {**diffusion, "prediction": "eps"}}
     base = OmegaConf.structured(ExperimentConfig)
     try:
         obj = OmegaConf.to_object(OmegaConf.merge(base, OmegaConf.create(d)))

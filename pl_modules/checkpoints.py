@@ -167,6 +167,11 @@ def load_stage_one_into(module: Any, init_from: str | None) -> None:
     ckpt = read_checkpoint(init_from, "stage2.init_from")
     if ckpt.has_emotion_controller:
         raise ConfigError(f"stage2.init_from: {init_from} already holds an emotion controller (a stage-two checkpoint)")
+    mine, theirs = module.cfg.diffusion, ckpt.config.diffusion
+    for key in ("prediction", "schedule", "num_timesteps", "beta_start", "beta_end", "cosine_s"):
+        if getattr(mine, key) != getattr(theirs, key):  # the frozen network learnt the stage-one process
+            raise ConfigError(f"diffusion.{key}={getattr(mine, key)!r} but the stage-one checkpoint {init_from} was "
+                              f"trained with {getattr(theirs, key)!r}; set diffusion.{key}={getattr(theirs, key)}")
     module.configure_model()
     load_strict(module.model, ckpt.weights(True), f"stage2.init_from={init_from}",
                 ignore_missing=lambda k: k.startswith(CONTROLLER_PREFIX),

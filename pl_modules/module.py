@@ -127,7 +127,8 @@ class TrainableModule(pl.LightningModule):
 
 
 class MotionDiffusionModule(TrainableModule):
-    """ε-prediction diffusion over 70-d motion windows conditioned on audio, identity and context."""
+    """Diffusion (x_0-, ε- or v-prediction, `diffusion.prediction`) over 70-d motion windows conditioned on audio,
+    identity and context."""
 
     def __init__(self, cfg: ExperimentConfig, stats: MotionStats) -> None:
         super().__init__()
@@ -224,11 +225,13 @@ class MotionDiffusionModule(TrainableModule):
             drops.audio, cond.emotion = stage_two_condition_drop(batch["emotion"], e.p_drop_both, e.p_drop_emotion)
             drops.augment = True  # the frozen trunk runs in eval mode but keeps context noise
         x0 = batch["motion"][:, self.cfg.model.tp :]
-        out = training_loss(self.model, self.schedule, x0, cond, drops)
+        d = self.cfg.diffusion
+        out = training_loss(self.model, self.schedule, x0, cond, drops, velocity_weight=d.velocity_weight,
+                            acceleration_weight=d.acceleration_weight)
         b = x0.shape[0]
         self.log("train/loss", out["loss"], prog_bar=True, batch_size=b)
-        self.log("train/mse_exp", out["mse_exp"], batch_size=b)
-        self.log("train/mse_pose", out["mse_pose"], batch_size=b)
+        for key in ("mse_exp", "mse_pose", "velocity", "acceleration"):
+            self.log(f"train/{key}", out[key], batch_size=b)
         self._last_loss = out["loss"].detach()
         return out["loss"]
 

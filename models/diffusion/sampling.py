@@ -1,9 +1,10 @@
 """Classifier-free guidance and the DDPM / DDIM samplers (pure functions over an ε-function).
 
 A sampler only needs `eps_fn(x_t (B, T, M), t (B,) long) -> ε̂ (B, T, M)`; `guided_eps_fn` builds
-one from a model and its `Condition`, with audio CFG (stage one) or nested audio+emotion CFG
-(stage two, paper Eq. 8), each evaluating all of its passes in one batched forward. How to sample
-(sampler, steps, η, guidance scales) travels as one `SamplerSettings`. Noise comes from one
+the guided network output from a model and its `Condition`, with audio CFG (stage one) or nested
+audio+emotion CFG (stage two, paper Eq. 8), each evaluating all of its passes in one batched forward,
+and `sample` turns it into ε̂ by the schedule's prediction (ε, v or x_0). How to sample (sampler,
+steps, η, guidance scales and rescale) travels as one `SamplerSettings`. Noise comes from one
 torch.Generator, or one per batch element, so that a clip's motion does not depend on which
 other clips share its batch. Call the model in eval mode.
 
@@ -38,12 +39,15 @@ class SamplerSettings:
     eta: float = 0.0
     w_a: float = 1.5
     w_e: float | None = None
+    cfg_rescale: float = 0.0
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} is not one of {SAMPLERS}")
         if self.steps < 1:
             raise ValueError(f"sampling steps must be ≥ 1, got {self.steps}")
+        if not 0 <= self.cfg_rescale <= 1:
+            raise ValueError(f"cfg_rescale must be in [0, 1], got {self.cfg_rescale}")
 
     @classmethod
     def from_config(
@@ -52,7 +56,7 @@ class SamplerSettings:
     ) -> SamplerSettings:
         """The config's defaults, overridden where given; w_e only when an emotion is requested."""
         return cls(d.sampler, steps or d.sampling_steps, d.eta, d.w_a if w_a is None else w_a,
-                   (d.w_e if w_e is None else w_e) if emotion else None)
+                   (d.w_e if w_e is None else w_e) if emotion else None, d.cfg_rescale)
 
 
 def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> Tensor:
@@ -70,13 +74,15 @@ def randn(shape: tuple[int, ...], generator: Generators, device: torch.device | 
 
 
 def guided_eps(model: nn.Module, x_t: Tensor, t: Tensor, cond: Condition, w_a: float = 1.5,
-               w_e: float | None = None) -> Tensor:
-    """ε̂ with classifier-free guidance. x_t (B, T, M), t (B,).
+               w_e: float | None = None, cfg_rescale: float = 0.0) -> Tensor:
+    """The network output (ε̂, or v̂ / x̂_0 by the schedule's prediction) with classifier-free guidance.
 
-    w_e None (stage one, or stage two without emotion guidance), 2 passes:
+    x_t (B, T, M), t (B,). w_e None (stage one, or stage two without emotion guidance), 2 passes:
         ε = ε(∅) + w_a·[ε(a) − ε(∅)]                  (w_a = 1: the single conditional pass)
     w_e set, cond.emotion (B,) long required (stage two, paper Eq. 8), 3 passes:
         ε = ε(∅,∅) + w_a·[ε(a,∅) − ε(∅,∅)] + w_e·[ε(a,e) − ε(a,∅)]
+    cfg_rescale φ > 0 (Lin et al. 2024): ε ← φ·ε·std(ε_c)/std(ε) + (1−φ)·ε, std per sample over (T, M),
+    ε_c the fully conditional pass (ε(a) or ε(a,e)).
     """
     b, dev = x_t.shape[0], x_t.device
     drop, keep = torch.ones(b, dtype=torch.bool, device=dev), torch.zeros(b, dtype=torch.bool, device=dev)
@@ -84,21 +90,28 @@ def guided_eps(model: nn.Module, x_t: Tensor, t: Tensor, cond: Condition, w_a: f
         if w_a == 1.0:
             return model(x_t, t, cond, Drops(audio=keep))
         eps = model(torch.cat([x_t] * 2), torch.cat([t] * 2), cond.repeat(2), Drops(audio=torch.cat([drop, keep])))
-        e_null, e_audio = eps.chunk(2)  # 2 × (B, T, M)
-        return e_null + w_a * (e_audio - e_null)
-    if cond.emotion is None:
-        raise ValueError("nested CFG (w_e set) needs cond.emotion of shape (B,)")
-    batched = cond.repeat(3)
-    null = torch.full_like(cond.emotion, NULL_EMOTION)
-    batched.emotion = torch.cat([null, null, cond.emotion])  # (3B,): ∅∅ · a∅ · ae
-    eps = model(torch.cat([x_t] * 3), torch.cat([t] * 3), batched, Drops(audio=torch.cat([drop, keep, keep])))
-    e00, ea0, eae = eps.chunk(3)  # 3 × (B, T, M)
-    return e00 + w_a * (ea0 - e00) + w_e * (eae - ea0)
+        e_null, e_cond = eps.chunk(2)  # 2 × (B, T, M)
+        guided = e_null + w_a * (e_cond - e_null)
+    else:
+        if cond.emotion is None:
+            raise ValueError("nested CFG (w_e set) needs cond.emotion of shape (B,)")
+        batched = cond.repeat(3)
+        null = torch.full_like(cond.emotion, NULL_EMOTION)
+        batched.emotion = torch.cat([null, null, cond.emotion])  # (3B,): ∅∅ · a∅ · ae
+        eps = model(torch.cat([x_t] * 3), torch.cat([t] * 3), batched, Drops(audio=torch.cat([drop, keep, keep])))
+        e00, ea0, e_cond = eps.chunk(3)  # 3 × (B, T, M)
+        guided = e00 + w_a * (ea0 - e00) + w_e * (e_cond - ea0)
+    if cfg_rescale > 0:
+        dims = tuple(range(1, guided.ndim))
+        rescaled = guided * (e_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True).clamp(min=1e-8))
+        guided = cfg_rescale * rescaled + (1 - cfg_rescale) * guided
+    return guided
 
 
-def guided_eps_fn(model: nn.Module, cond: Condition, w_a: float = 1.5, w_e: float | None = None) -> EpsFn:
-    """Close over the model and conditioning: the ε-function the samplers take."""
-    return lambda x_t, t: guided_eps(model, x_t, t, cond, w_a, w_e)
+def guided_eps_fn(model: nn.Module, cond: Condition, w_a: float = 1.5, w_e: float | None = None,
+                  cfg_rescale: float = 0.0) -> EpsFn:
+    """Close over the model and conditioning: the guided network output as a function of (x_t, t)."""
+    return lambda x_t, t: guided_eps(model, x_t, t, cond, w_a, w_e, cfg_rescale)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,7 +196,11 @@ def sample(
     align = getattr(model, "with_aligned_audio", None)
     if align is not None and cond.aligned_audio is None:
         cond = align(cond, shape[1])
-    eps_fn = guided_eps_fn(model, cond, settings.w_a, settings.w_e)
+    guided = guided_eps_fn(model, cond, settings.w_a, settings.w_e, settings.cfg_rescale)
+
+    def eps_fn(x_t: Tensor, t: Tensor) -> Tensor:  # the network's ε̂, v̂ or x̂_0 → ε̂
+        return schedule.output_to_eps(x_t, t, guided(x_t, t).to(x_t.dtype))
+
     device = cond.id_feat.device
     if settings.sampler == "ddim":
         return ddim_sample(eps_fn, schedule, shape, settings.steps, settings.eta, generator, device)

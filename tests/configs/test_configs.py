@@ -64,6 +64,9 @@ def test_group_selection_and_overrides(monkeypatch):
         (["model.ref_exp_drop_prob=2"], "model.ref_exp_drop_prob: ref_exp_drop_prob must be in [0, 1], got 2.0"),
         (["diffusion.sampling_steps=5000"], "diffusion.sampling_steps: sampling_steps 5000 must be in [1, 1000]"),
         (["model.preset=XL"], "model: model preset 'XL' is not one of"),
+        (["diffusion.prediction=velocity"], "diffusion.prediction: prediction 'velocity' is not one of"),
+        (["diffusion.acceleration_weight=-1"], "diffusion.acceleration_weight: acceleration_weight must be ≥ 0"),
+        (["diffusion.cfg_rescale=2"], "diffusion.cfg_rescale: cfg_rescale must be in [0, 1]"),
         (["optim.decay=linear"], "optim.decay: 'linear' is not one of ['constant', 'cosine']"),
     ],
 )
@@ -159,3 +162,15 @@ def test_setup_overlay_turns_the_experiment_into_the_cpu_synthetic_run(monkeypat
     assert (cfg.model.preset, cfg.audio.n_mels, cfg.trainer.precision) == ("S", 40, "bf16-mixed")
     with pytest.raises(ConfigError, match=r"setup=synthetc_cpu: no file .*did you mean 'synthetic_cpu'"):
         load_config(ExperimentConfig, ROOT / "stage1.yaml", ["setup=synthetc_cpu"])
+
+
+def test_a_stored_config_from_before_diffusion_prediction_reads_as_eps():
+    """Checkpoints written before `diffusion.prediction` existed hold ε-predicting networks."""
+    from configs.loader import experiment_from_dict, to_container
+    from tests.helpers import tiny_config
+
+    stored = to_container(tiny_config())
+    del stored["diffusion"]["prediction"]
+    assert experiment_from_dict(stored, "old.ckpt").diffusion.prediction == "eps"
+    stored["diffusion"]["prediction"] = "v"
+    assert experiment_from_dict(stored, "new.ckpt").diffusion.prediction == "v"

@@ -71,7 +71,8 @@ def test_sbatch_stage1_from_a_fresh_clone_under_fake_slurm(tmp_path):
            "SCONTROL_LOG": str(tmp_path / "scontrol.log"), "PYTHONPATH": ""}
     for var in ("MASTER_PORT", "RUN_DIR", "PLAYMATE_PROGRESS", "OMP_NUM_THREADS"):
         env.pop(var, None)
-    args = ["name=slurmtest", "setup=synthetic_cpu", "model=tiny", "logger=none", f"data.train_shards=[{tmp_path / 'ds'}]",
+    args = ["name=slurmtest", "setup=synthetic_cpu", "model=tiny", "logger=none",
+            f"data.train_shards=[{tmp_path / 'ds'}]",
             f"data.val_shards=[{tmp_path / 'ds'}]", "data.batch_size=4", "data.num_workers=1",
             "data.epoch_windows=16", "data.val_max_clips=4", "data.val_batch_size=4", f"trainer.max_steps={STEPS}",
             "trainer.ckpt_every_n_steps=2", "trainer.val_every_n_steps=20", "trainer.limit_val_batches=1",

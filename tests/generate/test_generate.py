@@ -17,6 +17,7 @@ from pl_modules.evaluation.probes import boundary_continuity
 from pl_modules.inference import pose
 from pl_modules.inference.generator import MotionGenerator, generate_motion
 from pl_modules.inference.inputs import GenerationError, load_audio, load_reference
+from models.diffusion import NoiseSchedule
 from pl_modules.commands import main as cli
 
 STEPS = 3  # DDIM steps in fast tests: the path is the same as with 50
@@ -24,6 +25,10 @@ STEPS = 3  # DDIM steps in fast tests: the path is the same as with 50
 
 def test_30s_of_44k_stereo_gives_750_frames_and_no_boundary_jump(stage1_ckpt, audio_30s, reference_npz):
     gen = MotionGenerator.from_checkpoint(stage1_ckpt)
+    # Random weights read as an ε-predictor sample noise-like motion, the premise of the check below (as an
+    # x0-predictor, a random network outputs a smooth function of its inputs, and boundaries are what move).
+    gen.config.diffusion.prediction = "eps"
+    gen.schedule = NoiseSchedule.from_config(gen.config.diffusion)
     motion = generate_motion(gen, audio_30s, reference_npz, steps=STEPS)
     assert motion.shape == (750, 70) and motion.dtype == np.float32 and np.isfinite(motion).all()
     # Continuity on normalised motion (the model's own units): boundaries at frames 100, 200, …, 700.

@@ -23,7 +23,7 @@ from models.dit import Condition, Drops, MotionDiT
 
 @pytest.fixture(scope="module")
 def schedule() -> NoiseSchedule:
-    return NoiseSchedule.from_config(DiffusionConfig())
+    return NoiseSchedule.from_config(DiffusionConfig(prediction="eps"))  # the Oracle outputs ε
 
 
 class Oracle(nn.Module):
@@ -70,6 +70,39 @@ def test_q_sample_statistics(schedule):
     torch.testing.assert_close(x_t.std(dim=(1, 2)), (1 - ab).sqrt(), atol=0.03, rtol=0.03)
 
 
+def test_q_sample_is_float32_for_a_bf16_batch(schedule):
+    """Under DeepSpeed bf16 the batch arrives in bf16; the noise scale must still be √(1−ᾱ_t) at every t."""
+    t = torch.arange(schedule.num_timesteps)
+    x0 = torch.zeros(len(t), 3, 70, dtype=torch.bfloat16)
+    noise = torch.ones(x0.shape)  # float32, as training_loss draws it
+    x_t = schedule.q_sample(x0, t, noise)
+    assert x_t.dtype == torch.float32
+    want = (1 - schedule.alphas_cumprod).sqrt()  # float64 (N,)
+    scale = x_t[:, 0, 0].double()
+    assert ((scale - want).abs() / want).max() < 0.01
+    # What computing in the batch's dtype gives: ᾱ_0 rounds to 1 in bf16, so t = 0 gets no noise at all.
+    ab_bf16 = schedule.gather("alphas_cumprod", t, x0)
+    assert ab_bf16.dtype == torch.bfloat16 and (1 - ab_bf16[0]).sqrt().item() == 0.0
+    naive = (1 - ab_bf16).sqrt().flatten().double()
+    assert ((naive - want).abs() / want).max() > 0.3
+
+
+def test_training_loss_feeds_the_model_x_t_computed_in_float32(schedule):
+    seen = {}
+
+    def model(x_t, t, cond, drops):
+        seen["x_t"] = x_t
+        return torch.zeros_like(x_t)
+
+    x0 = torch.randn(2, T, 70).to(torch.bfloat16)
+    t, noise = torch.tensor([0, 3]), torch.randn(2, T, 70)
+    out = training_loss(model, schedule, x0, None, t=t, noise=noise)
+    assert seen["x_t"].dtype == torch.bfloat16  # the model gets the batch's dtype
+    want = schedule.q_sample(x0.double(), t, noise.double())
+    torch.testing.assert_close(seen["x_t"].double(), want, atol=0, rtol=2**-8)  # one bf16 rounding of x_t
+    torch.testing.assert_close(out["loss"], noise.square().mean())  # the target is the float32 noise
+
+
 def test_ddim_timesteps():
     ts = ddim_timesteps(1000, 50)
     assert len(ts) == 50 and ts[0] == 999 and ts[-1] == 0 and (ts.diff() < 0).all()
@@ -107,9 +140,79 @@ def test_training_loss(schedule):
     model = MotionDiT(tiny_config())  # zero output at init ⇒ loss = E[ε²] ≈ 1
     out = training_loss(model, schedule, x0, cond, t=torch.tensor([1, 500, 999]))
     assert 0.7 < out["loss"].item() < 1.3
-    assert set(out) == {"loss", "mse_exp", "mse_pose", "t"}
+    assert set(out) == {"loss", "mse_exp", "mse_pose", "velocity", "acceleration", "t"}
     out["loss"].backward()
     assert model.exp_mlp[-1].weight.grad.abs().sum() > 0
+
+
+class PredictionOracle(nn.Module):
+    """Knows x0: outputs the exact ε, v or x_0 of any x_t, whichever the schedule's network predicts."""
+
+    def __init__(self, x0: torch.Tensor, schedule: NoiseSchedule):
+        super().__init__()
+        self.x0, self.schedule = x0, schedule
+
+    def forward(self, x_t, t, cond=None, drops=None):
+        ab = self.schedule.gather("alphas_cumprod", t, x_t)
+        eps = (x_t - ab.sqrt() * self.x0) / (1 - ab).sqrt()
+        return self.schedule.target(self.x0, t, eps)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_every_prediction_trains_and_samples_consistently(prediction):
+    s = NoiseSchedule.from_config(DiffusionConfig(prediction=prediction))
+    x0 = torch.randn(3, T, 70, generator=torch.Generator().manual_seed(1))
+    oracle = PredictionOracle(x0, s)
+    out = training_loss(oracle, s, x0, None, velocity_weight=1.0, acceleration_weight=4.0)
+    assert out["loss"].item() < 1e-8 and out["velocity"].item() < 1e-8
+    eps_fn = lambda x, t: s.output_to_eps(x, t, oracle(x, t))  # noqa: E731  (what `sample` does)
+    got = ddim_sample(eps_fn, s, x0.shape, steps=20, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(got, x0, atol=1e-4, rtol=1e-4)
+    t = torch.tensor([0, 400, 999])
+    x_t = s.q_sample(x0, t, torch.randn(x0.shape))
+    torch.testing.assert_close(s.output_to_x0(x_t, t, oracle(x_t, t)), x0, atol=1e-3, rtol=1e-3)
+
+
+def test_temporal_losses_measure_frame_to_frame_error():
+    """An x_0-predictor off by ±c alternating frame to frame: Δ error 2c, Δ² error 4c, exactly."""
+    s = NoiseSchedule.from_config(DiffusionConfig(prediction="x0"))
+    x0, c = torch.randn(2, T, 70), 0.1
+    wobble = c * (-1.0) ** torch.arange(T)[None, :, None]  # (1, T, 1)
+    model = lambda x_t, t, cond, drops: x0 + wobble  # noqa: E731
+    out = training_loss(model, s, x0, None, velocity_weight=2.0, acceleration_weight=3.0)
+    assert out["velocity"].item() == pytest.approx(4 * c**2, rel=1e-4)
+    assert out["acceleration"].item() == pytest.approx(16 * c**2, rel=1e-4)
+    assert out["loss"].item() == pytest.approx(c**2 + 2.0 * 4 * c**2 + 3.0 * 16 * c**2, rel=1e-4)
+    # ε-prediction: x̂_0's error is ε̂'s times √((1−ᾱ)/ᾱ); the terms are weighted by ᾱ, leaving (1−ᾱ)·4c².
+    s_eps, t = NoiseSchedule.from_config(DiffusionConfig(prediction="eps")), torch.tensor([300, 300])
+    noise = torch.randn(x0.shape)
+    out = training_loss(lambda x_t, t, cond, drops: noise + wobble, s_eps, x0, None, t=t, noise=noise)
+    ab = s_eps.alphas_cumprod[300].item()
+    assert out["velocity"].item() == pytest.approx((1 - ab) * 4 * c**2, rel=1e-3)
+    assert out["loss"].item() == pytest.approx(c**2, rel=1e-4)  # weights 0: the MSE alone
+
+
+def test_cfg_rescale_matches_the_conditional_std():
+    torch.manual_seed(0)
+    model = MotionDiT(tiny_config()).eval()
+    perturb_(model)
+    x_t, t, cond = make_inputs(batch=2)
+    e_cond = model(x_t, t, cond, Drops(audio=torch.tensor([False, False])))
+    plain = guided_eps(model, x_t, t, cond, w_a=3.0)
+    full = guided_eps(model, x_t, t, cond, w_a=3.0, cfg_rescale=1.0)
+    half = guided_eps(model, x_t, t, cond, w_a=3.0, cfg_rescale=0.5)
+    torch.testing.assert_close(full.std(dim=(1, 2)), e_cond.std(dim=(1, 2)), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain.std(dim=(1, 2)), e_cond.std(dim=(1, 2)), rtol=1e-2)
+    torch.testing.assert_close(half, 0.5 * (plain + full), atol=1e-5, rtol=1e-5)
+
+
+def test_new_diffusion_fields_are_validated():
+    with pytest.raises(ValueError, match="prediction 'velocity' is not one of"):
+        DiffusionConfig(prediction="velocity")
+    with pytest.raises(ValueError, match="acceleration_weight must be ≥ 0"):
+        DiffusionConfig(acceleration_weight=-1.0)
+    with pytest.raises(ValueError, match="cfg_rescale must be in"):
+        DiffusionConfig(cfg_rescale=1.5)
 
 
 class CountingModel(nn.Module):

@@ -63,6 +63,22 @@ def test_stage1_learns_lip_sync(world, stage1):
     assert abs(r0) < 0.2
 
 
+def test_stage1_motion_moves_like_the_data(world, stage1):
+    """Velocity and acceleration of generated pose and expression within 1.3× and 1.5× of the ground truth's on
+    held-out clips (whole clips, window by window, default sampling): docs/motion-smoothness.md."""
+    from metrics.temporal import RATIOS, temporal_report
+
+    val = load_clips([str(world / "val")], 8)
+    gen = MotionGenerator.from_checkpoint(stage1)
+    motions = generate_for_clips(gen, val, steps=20)
+    ratios = temporal_report(motions, [torch.from_numpy(c.motion[: len(m)]) for c, m in zip(val, motions)])
+    print("temporal realism:", {k: round(ratios[k], 3) for k in RATIOS})
+    for k in ("pose_velocity_ratio", "exp_velocity_ratio"):
+        assert ratios[k] <= 1.3, k
+    for k in ("pose_acceleration_ratio", "exp_acceleration_ratio"):
+        assert ratios[k] <= 1.5, k
+
+
 def test_stage2_learns_emotion_control(world, stage1):
     """At w_e = 1.5. Measured (1,400 steps, lr 3e-3, cosine; 4 held-out clips × 8 labels): accuracy
     0.97 (chance 0.125), mouth/audio r 0.86 (stage one 0.85), pose-mean spread 0.60° across labels
