@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def training_state(preset: str) -> dict:
     """The dict Lightning saves for a stage-one module of `preset` after one optimiser step."""
     cfg = load_experiment(ROOT / "configs" / "stage1.yaml", [f"model={preset}", "data.train_shards=[x]",
-                                                             "audio.name=mel"])
+                                                             "data.val_shards=[]", "audio.name=mel"])
     torch.manual_seed(0)
     module = MotionDiffusionModule(cfg, MotionStats.identity())
     module.configure_model()

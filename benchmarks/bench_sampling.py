@@ -40,7 +40,8 @@ from pl_modules.inference.inputs import Reference  # noqa: E402
 def build(preset: str, layers: int, dim: int, device: str) -> MotionGenerator:
     """A stage-two generator with random weights for features of shape (L, C) = (layers, dim)."""
     cfg = load_experiment(Path(__file__).resolve().parents[1] / "configs" / "stage1.yaml",
-                          [f"model={preset}", "data.train_shards=[x]", "data.audio_source=precomputed",
+                          [f"model={preset}", "data.train_shards=[x]", "data.val_shards=[]",
+                           "data.audio_source=precomputed",
                            "audio.name=mel"])
     cfg.model.audio_layers, cfg.model.audio_dim = layers, dim
     torch.manual_seed(0)

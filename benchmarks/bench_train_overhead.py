@@ -61,7 +61,8 @@ class Timer(pl.Callback):
 
 def module_for(preset: str, device: str) -> MotionDiffusionModule:
     cfg = load_experiment("configs/stage1.yaml",
-                              [f"model={preset}", "data.train_shards=[x]", "audio.name=mel", "optim.warmup_steps=0"])
+                              [f"model={preset}", "data.train_shards=[x]", "data.val_shards=[]",
+                               "audio.name=mel", "optim.warmup_steps=0"])
     m = MotionDiffusionModule(cfg, MotionStats.identity())
     m.configure_model()
     return m

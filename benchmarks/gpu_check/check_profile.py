@@ -25,7 +25,7 @@ def _module(ctx: Ctx, preset: str, extra: list[str] = ()):  # type: ignore[assig
     from pl_modules.module import MotionDiffusionModule
 
     cfg = load_experiment(ROOT / "configs" / "stage1.yaml",
-                          [f"model={'tiny' if ctx.dry else preset}", "data.train_shards=[x]",
+                          [f"model={'tiny' if ctx.dry else preset}", "data.train_shards=[x]", "data.val_shards=[]",
                            "data.audio_source=precomputed", "audio.name=mel", "optim.warmup_steps=0", *extra])
     if cfg.data.audio_source == "precomputed":
         cfg.model.audio_layers, cfg.model.audio_dim = 12, 768  # precomputed wav2vec2-base features

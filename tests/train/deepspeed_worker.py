@@ -26,7 +26,8 @@ def run(rank: int, world: int, port: int, out: str, batch: dict) -> None:
     from pl_modules.module import MotionDiffusionModule
 
     deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-    cfg = load_experiment("configs/stage1.yaml", ["model=tiny", "data.train_shards=[x]", "audio.name=mel"])
+    cfg = load_experiment("configs/stage1.yaml", ["model=tiny", "data.train_shards=[x]", "data.val_shards=[]",
+                                                  "audio.name=mel"])
     torch.manual_seed(0)
     module = MotionDiffusionModule(cfg, MotionStats.identity())
     module.configure_model()

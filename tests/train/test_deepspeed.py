@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cfg(*ov: str) -> ExperimentConfig:
-    return load_experiment(ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", "audio.name=mel", *ov])
+    return load_experiment(ROOT / "configs" / "stage1.yaml", ["data.train_shards=[x]", "data.val_shards=[]",
+                                                              "audio.name=mel", *ov])
 
 
 def test_deepspeed_strategy_from_config():
