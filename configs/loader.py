@@ -103,11 +103,7 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
                           "(config.json + model.safetensors); configs/stage1.yaml and stage2.yaml read it from "
                           "$WAV2VEC2_DIR. Export WAV2VEC2_DIR=DIR, or set audio.wav2vec2_path=DIR, or train on "
                           "log-mel with audio.name=mel (setup=synthetic_cpu does)")
-    # the encoder sees one training window at a time; a longer clip's windows overlap by 2·Tp frames, so
-    # each frame has at least Tp frames of audio either side, as much as the DiT's own context
-    context = cfg.model.tp + cfg.model.t_window
-    cfg.audio.context_frames = context
-    cfg.audio.context_overlap = min(2 * cfg.model.tp, context // 2)
+    _set_audio_context(cfg)
     try:
         cfg.model.audio_layers, cfg.model.audio_dim = audio_feature_shape(cfg.audio)
     except FileNotFoundError as e:
@@ -117,12 +113,23 @@ def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def _set_audio_context(cfg: ExperimentConfig) -> None:
+    """The encoder sees one training window at a time (Tp + T frames); a longer clip's windows overlap
+    by 2·Tp frames, so each frame has at least Tp frames of audio either side, as much as the DiT's
+    own context (at most half the window)."""
+    context = cfg.model.tp + cfg.model.t_window
+    cfg.audio.context_frames = context
+    cfg.audio.context_overlap = min(2 * cfg.model.tp, context // 2)
+
+
 def experiment_from_dict(d: dict[str, Any], source: str) -> ExperimentConfig:
     """A stored config (checkpoint hyper-parameters, an export's config.yaml) as a typed ExperimentConfig.
 
     Validated like a loaded one but not re-resolved: the stored model section already holds the
     audio shape the weights were trained with. A stored diffusion section without `prediction` is from
     before that key existed, when every network predicted ε: it reads as "eps", not today's default.
+    A stored audio section without `context_frames` is from before the encoder context was recorded:
+    it gets the context derived from its model section, as training would have it now.
     """
     diffusion = d.get("diffusion")
     if isinstance(diffusion, dict) and "prediction" not in diffusion:
@@ -135,6 +142,8 @@ def experiment_from_dict(d: dict[str, Any], source: str) -> ExperimentConfig:
                           f"{_one_line(e, base)}") from None
     except ValueError as e:
         raise ConfigError(f"{source}: stored config is invalid: {e}") from None
+    if "context_frames" not in (d.get("audio") or {}):
+        _set_audio_context(obj)  # type: ignore[arg-type]
     return obj  # type: ignore[return-value]
 
 

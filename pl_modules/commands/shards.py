@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="audio frames the encoder sees at once; must equal the training window "
                           "model.tp + model.t_window (default 25 + 100 = 125)")
     pre.add_argument("--context-overlap", type=int, default=50,
-                     help="frames shared by neighbouring encoder windows (default 50, as training and generation)")
+                     help="frames shared by neighbouring encoder windows; must equal training's 2 · model.tp "
+                          "(default 50)")
     pre.set_defaults(func=precompute)
     rx = actions.add_parser(
         "reextract",

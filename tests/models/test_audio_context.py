@@ -128,3 +128,14 @@ def test_training_refuses_features_precomputed_with_another_context(long_clip: P
     assert main(["shards", "precompute", str(long_clip / "src"), str(tmp_path / "bad"),
                  "--context-frames", "50", "--context-overlap", "50"]) == 2
     assert "--context-overlap" in capsys.readouterr().err
+
+
+def test_a_stored_config_without_the_context_gets_it_from_its_model_section() -> None:
+    from configs.loader import experiment_from_dict, to_container
+    from tests.helpers import tiny_config
+
+    stored = to_container(tiny_config(**{"model.tp": "5", "model.t_window": "30"}))
+    assert (stored["audio"]["context_frames"], stored["audio"]["context_overlap"]) == (35, 10)
+    del stored["audio"]["context_frames"], stored["audio"]["context_overlap"]  # a checkpoint from before
+    cfg = experiment_from_dict(stored, "old.ckpt")
+    assert (cfg.audio.context_frames, cfg.audio.context_overlap) == (35, 10)
