@@ -20,6 +20,7 @@ from datamodules.video import decode_frames
 from models.liveportrait import FaceModelConfig, load_face_model
 from models.liveportrait.testing import write_random_weights
 from pl_modules.commands import main
+from models.motion import EXP
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_motion_comes_from_m_on_the_mp4_and_everything_else_is_kept(source, tmp_
         for member in ("wav", "mp4"):
             assert raw[member] == before[key][member]
     stats = json.loads((tmp_path / "dst" / "stats.json").read_text())
-    exp = np.concatenate([decode_sample(r)["motion"][:, :63] for r in after.values()]).astype(np.float64)
+    exp = np.concatenate([decode_sample(r)["motion"][:, EXP] for r in after.values()]).astype(np.float64)
     np.testing.assert_allclose(stats["exp_mean"], exp.mean(0), rtol=1e-6, atol=1e-9)
     assert stats["num_clips"] == 4
 

@@ -24,6 +24,7 @@ from datamodules.tar_reader import TarError, read_samples, tar_samples
 from datamodules.windows import WindowMaker
 from models.motion import normalize_motion
 from tests.helpers import write_random_dataset
+from models.motion import POSE
 
 LONG_KEY = "k" * 120  # longer than a ustar name field: the writer stores it in a pax header
 
@@ -177,7 +178,7 @@ def test_window_normalisation_is_bit_identical_to_normalize_motion(random_datase
     stats = load_motion_stats([str(random_dataset)])
     maker = WindowMaker(stats, 100, 25, "wav")
     motion = (np.random.default_rng(1).normal(size=(160, 70)) * 3).astype(np.float32)
-    pose_mean = motion[:, 63:].mean(0)
+    pose_mean = motion[:, POSE].mean(0)
     want = normalize_motion(torch.from_numpy(motion), stats, torch.from_numpy(pose_mean)).numpy()
     assert np.array_equal(maker.normalize(motion, pose_mean), want)
     s = {"motion": motion, "kp": np.zeros((21, 3), np.float32), "__key__": "k",

@@ -12,6 +12,7 @@ from configs.evaluation import NUM_KEYPOINTS, EvaluationConfig
 from datamodules.synthetic import LOWER_LIP, UPPER_LIP, synthesize_clip, synthesize_dataset
 from metrics.motion import MotionMetrics, lip_keypoint_scores, mouth_audio_correlation
 from models.motion import NUM_KP
+from models.motion import EXP
 
 
 def world_clips(n: int = 4, seed: int = 0):
@@ -23,7 +24,7 @@ def world_clips(n: int = 4, seed: int = 0):
 def permute_keypoints(motion: np.ndarray, kp: np.ndarray, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The same world with keypoint k stored at index inv[k] (new index i holds old keypoint perm[i])."""
     m = motion.copy()
-    m[:, :63] = motion[:, :63].reshape(-1, NUM_KP, 3)[:, perm].reshape(-1, 63)
+    m[:, EXP] = motion[:, EXP].reshape(-1, NUM_KP, 3)[:, perm].reshape(-1, NUM_KP * 3)
     return m, kp[perm]
 
 
